@@ -1,0 +1,184 @@
+"""The ``ferminet`` command: absl flags, config resolution, dry run, clean errors.
+
+Usage:
+    ferminet --config configs/atom.py --config.system.atom Li --config.batch_size 256
+    ferminet --config configs/diatomic.py --config.system.molecule_name N2 --dry_run
+    ferminet --config configs/organic.py --config.system.molecule_name CH4
+
+Any config key can be overridden with --config.KEY VALUE (see ferminet/config.py
+for every key and its default). --dry_run resolves the config, prints one
+``key: value`` line per item (atoms in bohr, electrons, Hartree-Fock energy,
+parameter count, devices) and exits.
+
+Mistakes in the input (config keys, values, systems, files) are reported as one
+line on stderr with exit status 2; ``--debug`` or ``FERMINET_DEBUG=1`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from ferminet import config as config_lib
+from ferminet import errors
+
+_CONFIG = config_flags.DEFINE_config_file(
+  'config',
+  None,
+  'Path of a config file (e.g. configs/atom.py); override keys with --config.KEY VALUE.',
+)
+_DRY_RUN = flags.DEFINE_bool(
+  'dry_run', False, 'Resolve the config, print a system summary and exit.'
+)
+_DEBUG = flags.DEFINE_bool('debug', False, 'Show full tracebacks for input errors.')
+
+
+def _debug_requested(argv: Sequence[str]) -> bool:
+  return os.environ.get('FERMINET_DEBUG', '') not in ('', '0') or any(
+    a in ('--debug', '--debug=true', '--debug=True') for a in argv
+  )
+
+
+def _fail(message: str) -> None:
+  print(f'ferminet: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _causes(exc: BaseException):
+  while exc is not None:
+    yield exc
+    exc = exc.__cause__ or exc.__context__
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl flag parsing with config-file and override mistakes turned into one line."""
+  path = _config_arg(argv).split(':', 1)[0]
+  if path and not os.path.isfile(path):
+    _fail(f'config file {path!r} does not exist (e.g. --config configs/atom.py)')
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # noqa: BLE001 - every parse failure is an input error
+    if _debug_requested(argv):
+      raise
+    for cause in _causes(e):
+      if isinstance(cause, errors.FermiNetError):
+        _fail(str(cause))
+      if isinstance(cause, SyntaxError):
+        _fail(f'syntax error in config file {cause.filename}, line {cause.lineno}: {cause.msg}')
+      if isinstance(cause, OSError):
+        _fail(f'cannot load the config file: {_config_arg(argv)!r} does not exist or is unreadable')
+      if isinstance(cause, (AttributeError, KeyError)):
+        _fail(str(_unknown_override(argv, cause)))
+    if isinstance(e, flags.Error):
+      _fail(_clean_flag_message(str(e)))
+    _fail(f'could not load the config: {type(e).__name__}: {e}')
+  return []  # unreachable
+
+
+def _config_arg(argv: Sequence[str]) -> str:
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return ''
+
+
+def _clean_flag_message(message: str) -> str:
+  message = message.strip().splitlines()[0]
+  return re.sub(r'^flag --', '--', message)
+
+
+def _unknown_override(argv: Sequence[str], exc: Exception) -> errors.ConfigError:
+  """The nearest-key error for the first --config.* override that is not a key."""
+  valid = set(config_lib.flat_keys(config_lib.default()))
+  sections = {k.rsplit('.', i)[0] for k in valid for i in range(1, k.count('.') + 1)}
+  for arg in argv:
+    if arg.startswith('--config.'):
+      key = arg[len('--config.') :].split('=', 1)[0]
+      if key not in valid and key not in sections:
+        return config_lib.unknown_key_error(key)
+  return errors.ConfigError(f'invalid config: {exc}')
+
+
+def summary(cfg) -> list[str]:
+  """``key: value`` lines describing a resolved config's system and run."""
+  import jax
+
+  from ferminet import networks, scf
+
+  system = config_lib.system_of(cfg)
+  atoms = '; '.join(
+    f'{a.symbol} ({a.coords[0]:.6f}, {a.coords[1]:.6f}, {a.coords[2]:.6f})' for a in system.atoms
+  )
+  hf = scf.hartree_fock(system, cfg.pretrain.basis, cfg.pretrain.hf_method)
+  network = networks.make(cfg.network, system)
+  params = jax.eval_shape(network.init, jax.random.PRNGKey(0))
+  n_dev = jax.device_count()
+  if cfg.batch_size % n_dev:
+    raise errors.ConfigError(
+      f'batch_size {cfg.batch_size} is not divisible by the {n_dev} devices: '
+      f'use a multiple of {n_dev}'
+    )
+  return [
+    f'atoms: {atoms}',
+    'units: bohr',
+    f'electrons: {tuple(system.electrons)}',
+    f'charge: {system.charge:g}',
+    f'spin_polarisation: {system.spin}',
+    f'nuclear_repulsion_Ha: {system.nuclear_repulsion():.8f}',
+    f'hf_method: {hf.method}',
+    f'hf_basis: {cfg.pretrain.basis}',
+    f'hf_energy_Ha: {hf.energy:.8f}',
+    f'hf_converged: {hf.converged}',
+    f'parameters: {networks.count_parameters(params)}',
+    f'devices: {n_dev} ({jax.devices()[0].platform})',
+    f'batch_size: {cfg.batch_size}',
+    f'walkers_per_device: {cfg.batch_size // n_dev}',
+  ]
+
+
+def _main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {" ".join(argv[1:])!r}: flags start with --')
+  cfg = _CONFIG.value
+  if cfg is None:
+    _fail('no config given: use --config configs/atom.py --config.system.atom Li')
+  try:
+    cfg = config_lib.resolve(cfg)
+    if _DRY_RUN.value:
+      print('\n'.join(summary(cfg)))
+      return
+    from ferminet import train
+
+    train.run(cfg)
+  except errors.FermiNetError as e:
+    if _DEBUG.value or _debug_requested(sys.argv):
+      raise
+    _fail(str(e))
+
+
+def run() -> None:
+  """Console-script entry point."""
+  sys.modules['__main__'].__doc__ = __doc__  # what --help prints
+  logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)  # no TPU probe noise
+  try:
+    app.run(_main, flags_parser=_parse_flags)
+  except SystemExit as e:
+    # absl exits 1 after printing --help; asking for help is not an error.
+    if e.code == 1 and any(
+      a in ('--help', '-h', '-?', '--helpshort', '--helpfull') for a in sys.argv
+    ):
+      sys.exit(0)
+    raise
+
+
+if __name__ == '__main__':
+  run()

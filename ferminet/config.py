@@ -1,0 +1,233 @@
+"""The run configuration: every default in one place, resolution and locking.
+
+Key names follow DeepMind's FermiNet (``cfg.system.molecule``,
+``cfg.network.ferminet.hidden_dims``, ``cfg.optim.iterations``, …) so that its
+users' config files and command lines work unchanged.
+
+Life of a config: ``default()`` returns a *locked* ConfigDict (a config file can
+change values but a misspelled key is an error); a config file's
+``get_config()`` edits it; command-line overrides are applied; ``resolve()``
+builds the physical system (``system.molecule``, ``system.electrons``) and locks
+the result again.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+
+import ml_collections
+from ml_collections import config_dict
+
+from ferminet import errors, molecules
+from ferminet import system as system_lib
+
+OPTIMIZERS = ('kfac', 'adam', 'none')
+LAPLACIANS = ('forward', 'hessian')
+ENVELOPES = ('isotropic', 'diagonal', 'full')
+HF_METHODS = ('auto', 'rhf', 'uhf', 'rohf')
+
+
+def default() -> ml_collections.ConfigDict:
+  """The default config: the only home of default values. Returned locked."""
+  cfg = ml_collections.ConfigDict(
+    {
+      # Total number of walkers over all devices and hosts.
+      'batch_size': 4096,
+      'system': {
+        # One of these defines the nuclei (checked in this order):
+        'atom': '',  # element symbol: a single atom at the origin
+        'molecule_name': '',  # a named structure, see ferminet.molecules
+        'xyz': '',  # path of an xyz file
+        'pyscf_mol': None,  # a built pyscf.gto.Mole
+        'molecule': config_dict.placeholder(list),  # list of system.Atom
+        # Parameters of a named structure (bond length in system.units).
+        'bond_length': config_dict.placeholder(float),
+        'angle': config_dict.placeholder(float),  # degrees (H4)
+        'units': 'bohr',  # of bond_length and of the atoms' coordinates
+        'charge': 0,  # total charge in e
+        'spin_polarisation': config_dict.placeholder(int),  # n_alpha - n_beta
+        'electrons': (),  # (n_alpha, n_beta); derived when empty
+      },
+      'network': {
+        'network_type': 'ferminet',
+        'determinants': 16,
+        'full_det': True,
+        'envelope_type': 'isotropic',  # isotropic | diagonal | full
+        'bias_orbitals': False,
+        'ferminet': {
+          # (one-electron width, two-electron width) per layer.
+          'hidden_dims': ((256, 32),) * 4,
+        },
+      },
+      'mcmc': {
+        'steps': 10,  # Metropolis steps per iteration
+        'burn_in': 100,  # iterations of sampling after pretraining
+        'init_width': 1.0,  # bohr: spread of initial electrons around atoms
+        'move_width': 0.02,  # bohr: initial std of the Gaussian proposal
+        'adapt_frequency': 100,
+        'target_acceptance': 0.5,
+      },
+      'optim': {
+        'objective': 'vmc',
+        'iterations': 1000000,
+        'optimizer': 'kfac',  # kfac | adam | none (inference)
+        'laplacian': 'forward',  # forward (folx) | hessian (exact loop)
+        'forward_laplacian_sparsity': 0,  # folx sparsity_threshold
+        'lr': {'rate': 0.05, 'decay': 1.0, 'delay': 10000.0},
+        'clip_local_energy': 5.0,  # in units of the mean absolute deviation
+        'clip_median': False,
+        'center_at_clip': True,
+        'reset_if_nan': False,
+        'kfac': {
+          'invert_every': 1,
+          'cov_update_every': 1,
+          'damping': 0.001,
+          'cov_ema_decay': 0.95,
+          'momentum': 0.0,
+          'momentum_type': 'regular',
+          'min_damping': 1.0e-4,
+          'norm_constraint': 0.001,
+          'mean_center': True,
+          'l2_reg': 0.0,
+          'register_only_generic': False,
+        },
+        'adam': {'b1': 0.9, 'b2': 0.999, 'eps': 1.0e-8, 'eps_root': 0.0},
+      },
+      'pretrain': {
+        'method': 'hf',
+        'iterations': 1000,
+        'basis': 'ccpvdz',
+        'hf_method': 'auto',  # auto (RHF closed / UHF open shell) | rhf | uhf | rohf
+        'scf_fraction': 1.0,  # fraction of walker moves that sample HF, not the network
+        'lr': 3.0e-4,
+      },
+      'log': {
+        'stats_frequency': 1,
+        'save_frequency': 10.0,  # minutes
+        'save_path': '',
+        'restore_path': '',
+        'walkers': False,
+        'local_energies': False,
+      },
+      'debug': {
+        'check_nan': False,
+        'deterministic': False,
+        'seed': 0,
+        'float64': False,
+      },
+    }
+  )
+  cfg.lock()
+  return cfg
+
+
+def flat_keys(cfg: ml_collections.ConfigDict, prefix: str = '') -> Iterator[str]:
+  """All dotted leaf keys of a config, e.g. 'optim.lr.rate'."""
+  for key, value in cfg.items():
+    path = f'{prefix}{key}'
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from flat_keys(value, path + '.')
+    else:
+      yield path
+
+
+def unknown_key_error(key: str, cfg: ml_collections.ConfigDict | None = None) -> errors.ConfigError:
+  """A ConfigError for an unknown dotted key that names the nearest valid key."""
+  keys = list(flat_keys(cfg if cfg is not None else default()))
+  close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+  if not close:  # compare the last component within the same section
+    section, _, leaf = key.rpartition('.')
+    same = [k for k in keys if k.rpartition('.')[0] == section]
+    leafs = difflib.get_close_matches(leaf, [k.rpartition('.')[2] for k in same], n=1)
+    close = [f'{section}.{leafs[0]}' if section else leafs[0]] if leafs else []
+  hint = f'; did you mean {close[0]!r}?' if close else ''
+  return errors.ConfigError(f'unknown config key {key!r}{hint}')
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise errors.ConfigError(
+      f'unknown {name} {value!r}: choose one of {", ".join(choices)} (--config.{name})'
+    )
+
+
+def build_system(cfg: ml_collections.ConfigDict) -> system_lib.System:
+  """The physical system the ``cfg.system`` fields describe."""
+  s = cfg.system
+  electrons = tuple(s.electrons) if s.electrons else None
+  if s.atom:
+    atoms = [system_lib.Atom(s.atom, (0.0, 0.0, 0.0))]
+  elif s.molecule_name:
+    atoms = molecules.build(s.molecule_name, s.bond_length, s.angle, s.units)
+  elif s.xyz:
+    atoms, _ = system_lib.read_xyz(s.xyz, s.units)
+  elif s.pyscf_mol is not None:
+    mol = system_lib.from_pyscf(s.pyscf_mol)
+    atoms, electrons = list(mol.atoms), electrons or mol.electrons
+  elif s.molecule:
+    atoms = [
+      a if isinstance(a, system_lib.Atom) else system_lib.Atom(*a, units=s.units)
+      for a in s.molecule
+    ]
+  else:
+    raise errors.ConfigError(
+      'no system given: set --config.system.atom (e.g. Li), '
+      '--config.system.molecule_name, --config.system.xyz or system.molecule'
+    )
+  return system_lib.make_system(atoms, s.charge, s.spin_polarisation, electrons)
+
+
+def check(cfg: ml_collections.ConfigDict) -> None:
+  """Checks values that do not depend on the system; raises ConfigError."""
+  _check_choice('optim.optimizer', cfg.optim.optimizer, OPTIMIZERS)
+  _check_choice('optim.laplacian', cfg.optim.laplacian, LAPLACIANS)
+  _check_choice('network.envelope_type', cfg.network.envelope_type, ENVELOPES)
+  _check_choice('pretrain.hf_method', cfg.pretrain.hf_method, HF_METHODS)
+  if cfg.batch_size <= 0:
+    raise errors.ConfigError(f'batch_size must be > 0, got {cfg.batch_size}')
+  for key in ('optim.iterations', 'pretrain.iterations', 'mcmc.burn_in'):
+    if cfg[key.split('.')[0]][key.split('.')[1]] < 0:
+      raise errors.ConfigError(f'{key} must be >= 0')
+  if cfg.mcmc.steps <= 0:
+    raise errors.ConfigError('mcmc.steps must be >= 1')
+  if cfg.network.determinants <= 0:
+    raise errors.ConfigError('network.determinants must be >= 1')
+  dims = cfg.network.ferminet.hidden_dims
+  if not dims or any(len(d) != 2 or min(d) <= 0 for d in dims):
+    raise errors.ConfigError(
+      'network.ferminet.hidden_dims must be a non-empty tuple of (one, two) '
+      'positive widths, e.g. "((256, 32), (256, 32))"'
+    )
+
+
+def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks the config, derives the system and locks it.
+
+  Sets ``cfg.system.molecule`` (list of :class:`system.Atom`, bohr) and
+  ``cfg.system.electrons`` ((n_alpha, n_beta)). Idempotent.
+
+  Raises:
+    errors.FermiNetError: on any inconsistency, with a one-line message.
+  """
+  check(cfg)
+  system = build_system(cfg)
+  with cfg.unlocked():
+    cfg.system.molecule = list(system.atoms)
+    cfg.system.electrons = tuple(system.electrons)
+    # The atoms now define the system; further resolves must not rebuild it
+    # from atom/molecule_name (charge and spin are baked into electrons).
+    cfg.system.atom = ''
+    cfg.system.molecule_name = ''
+    cfg.system.xyz = ''
+    cfg.system.pyscf_mol = None
+    cfg.system.units = 'bohr'
+  cfg.lock()
+  return cfg
+
+
+def system_of(cfg: ml_collections.ConfigDict) -> system_lib.System:
+  """The System of a resolved config."""
+  if not cfg.system.molecule or not cfg.system.electrons:
+    raise errors.ConfigError('config is not resolved: call config.resolve(cfg) first')
+  return system_lib.System(tuple(cfg.system.molecule), tuple(cfg.system.electrons))

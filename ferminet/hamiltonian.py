@@ -1,0 +1,113 @@
+"""The molecular Hamiltonian and local energy of one walker, in hartree.
+
+E_L(x) = -½ [∇² log|ψ| + |∇ log|ψ||²] + V_ee + V_en + V_nn, with the Laplacian
+of log|ψ| computed by one of:
+
+- ``hessian``: the exact trace of the Hessian, one Jacobian-vector product of
+  ∇ log|ψ| per coordinate (3N of them, in a ``fori_loop``);
+- ``forward``: folx's forward Laplacian, the same number in one forward pass
+  (Li et al., "A computational framework for neural network-based variational
+  Monte Carlo with Forward Laplacian", Nat. Mach. Intell. 2024).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import folx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ferminet import system as system_lib
+
+LogAbsFn = Callable[[Any, jax.Array], jax.Array]  # (params, x (3N,)) -> log|ψ|
+
+
+def potential_energy(x: jax.Array, nuclei: jax.Array, charges: jax.Array) -> dict[str, jax.Array]:
+  """Coulomb potential terms of one walker, hartree.
+
+  Args:
+    x: electron positions, (n * 3,) bohr.
+    nuclei: nuclear positions, (n_atoms, 3) bohr.
+    charges: nuclear charges, (n_atoms,).
+
+  Returns:
+    dict with 'ee' (Σ_{i<j} 1/r_ij), 'en' (-Σ_{i,I} Z_I/r_iI) and 'nn'
+    (Σ_{I<J} Z_I Z_J/R_IJ) as scalars.
+  """
+  pos = x.reshape(-1, 3)
+  n = pos.shape[0]
+  r_en = jnp.linalg.norm(pos[:, None, :] - nuclei[None], axis=-1)
+  v_en = -jnp.sum(charges[None, :] / r_en)
+  i, j = np.triu_indices(n, k=1)
+  v_ee = jnp.sum(1.0 / jnp.linalg.norm(pos[i] - pos[j], axis=-1))
+  a, b = np.triu_indices(nuclei.shape[0], k=1)
+  v_nn = jnp.sum(charges[a] * charges[b] / jnp.linalg.norm(nuclei[a] - nuclei[b], axis=-1))
+  return {'ee': v_ee, 'en': v_en, 'nn': v_nn}
+
+
+def laplacian_hessian(
+  f: Callable[[jax.Array], jax.Array], x: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """(∇² f(x), ∇f(x)) by 3N Jacobian-vector products of ∇f, x of shape (3N,)."""
+  grad, hvp = jax.linearize(jax.grad(f), x)
+  eye = jnp.eye(x.shape[0], dtype=x.dtype)
+  lap = jax.lax.fori_loop(
+    0, x.shape[0], lambda i, acc: acc + hvp(eye[i])[i], jnp.zeros((), x.dtype)
+  )
+  return lap, grad
+
+
+def laplacian_forward(
+  f: Callable[[jax.Array], jax.Array], x: jax.Array, sparsity_threshold: int = 0
+) -> tuple[jax.Array, jax.Array]:
+  """(∇² f(x), ∇f(x)) by folx's forward Laplacian, x of shape (3N,)."""
+  out = folx.forward_laplacian(f, sparsity_threshold=sparsity_threshold)(x)
+  return out.laplacian, out.jacobian.dense_array.reshape(x.shape)
+
+
+def make_kinetic_energy(
+  log_abs: LogAbsFn, laplacian: str = 'forward', sparsity_threshold: int = 0
+) -> Callable[[Any, jax.Array], jax.Array]:
+  """Kinetic energy -½ ∇²ψ/ψ of one walker, hartree, from log|ψ|."""
+  if laplacian == 'hessian':
+    lap_fn = laplacian_hessian
+  elif laplacian == 'forward':
+
+    def lap_fn(f, x):
+      return laplacian_forward(f, x, sparsity_threshold)
+
+  else:
+    raise ValueError(f'unknown laplacian {laplacian!r}: forward or hessian')
+
+  def kinetic(params: Any, x: jax.Array) -> jax.Array:
+    lap, grad = lap_fn(lambda y: log_abs(params, y), x)
+    return -0.5 * (lap + jnp.sum(grad**2))
+
+  return kinetic
+
+
+def make_local_energy(
+  log_abs: LogAbsFn,
+  system: system_lib.System,
+  laplacian: str = 'forward',
+  sparsity_threshold: int = 0,
+) -> Callable[[Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]:
+  """Local energy of one walker.
+
+  Returns:
+    ``local_energy(params, x) -> (E_L, terms)``: E_L in hartree (scalar) and a
+    dict of its parts 'kinetic', 'ee', 'en', 'nn'. x has shape (n * 3,), bohr.
+  """
+  kinetic = make_kinetic_energy(log_abs, laplacian, sparsity_threshold)
+  nuclei = np.asarray(system.coords)
+  charges = np.asarray(system.charges)
+
+  def local_energy(params: Any, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    terms = potential_energy(x, jnp.asarray(nuclei, x.dtype), jnp.asarray(charges, x.dtype))
+    terms['kinetic'] = kinetic(params, x)
+    return sum(terms.values()), terms
+
+  return local_energy

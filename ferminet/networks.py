@@ -1,0 +1,231 @@
+"""The FermiNet ansatz on one walker.
+
+``make(network_cfg, system)`` returns a :class:`Network` of pure functions over a
+plain parameter pytree:
+
+- ``init(key) -> params``;
+- ``apply(params, x) -> (sign, log|ψ|)`` for one walker, ``x`` of shape
+  (n_electrons * 3,) in bohr with the α electrons first;
+- ``orbitals(params, x) -> [alpha, beta]``: the orbital matrices, each of
+  shape (determinants, n_spin, n_orbitals) (n_orbitals = n_electrons with
+  ``full_det``, else n_spin), used by pretraining;
+- ``log_abs(params, x) -> log|ψ|``.
+
+Batching over walkers (vmap) and devices (pmap) is applied by the caller.
+
+Architecture (Pfau et al., PRR 2, 033429 (2020)): electron–nucleus and
+electron–electron features feed a one-electron stream h_i and a two-electron
+stream h_ij. Each layer concatenates h_i with the spin-wise means of h_j and of
+h_ij (permutation-equivariant), applies a dense layer and tanh, and adds the
+input back when widths match. Orbitals are linear in the last one-electron
+features times an exponentially decaying envelope around each nucleus; the
+wavefunction is a sum of determinants combined with a signed log-sum-exp.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ferminet import system as system_lib
+
+Params = Any  # a pytree of arrays
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  init: Callable[[jax.Array], Params]
+  apply: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
+  orbitals: Callable[[Params, jax.Array], list[jax.Array]]
+  log_abs: Callable[[Params, jax.Array], jax.Array]
+
+
+def _dense_init(key: jax.Array, n_in: int, n_out: int, bias: bool = True) -> dict:
+  """Weights ~ N(0, 1/n_in), biases ~ N(0, 1)."""
+  kw, kb = jax.random.split(key)
+  p = {'w': jax.random.normal(kw, (n_in, n_out)) / np.sqrt(n_in)}
+  if bias:
+    p['b'] = jax.random.normal(kb, (n_out,))
+  return p
+
+
+def dense(p: dict, x: jax.Array) -> jax.Array:
+  """x @ w + b for x of shape (..., n_in)."""
+  y = x @ p['w']
+  return y + p['b'] if 'b' in p else y
+
+
+def _spin_mean(x: jax.Array, spins: Sequence[int], axis: int) -> list[jax.Array]:
+  """Means of x over the α and β slices of ``axis`` (zeros for an empty channel)."""
+  out, start = [], 0
+  for n in spins:
+    part = jax.lax.slice_in_dim(x, start, start + n, axis=axis)
+    if n:
+      out.append(jnp.mean(part, axis=axis, keepdims=True))
+    else:
+      shape = list(x.shape)
+      shape[axis] = 1
+      out.append(jnp.zeros(shape, x.dtype))
+    start += n
+  return out
+
+
+def features(x: jax.Array, nuclei: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Input features of one walker.
+
+  Args:
+    x: electron positions, (n * 3,) bohr.
+    nuclei: nuclear positions, (n_atoms, 3) bohr.
+
+  Returns:
+    one: (n, n_atoms * 4) electron–nucleus vectors and distances;
+    two: (n, n, 4) electron–electron vectors and distances;
+    r_ae: (n, n_atoms) electron–nucleus distances.
+  """
+  pos = x.reshape(-1, 3)
+  n = pos.shape[0]
+  ae = pos[:, None, :] - nuclei[None, :, :]
+  r_ae = jnp.linalg.norm(ae, axis=-1)
+  ee = pos[:, None, :] - pos[None, :, :]
+  # The identity on the diagonal keeps the norm differentiable where r_ii = 0;
+  # the diagonal distance is then 1 instead of 0, as a fixed feature.
+  r_ee = jnp.linalg.norm(ee + jnp.eye(n, dtype=x.dtype)[..., None], axis=-1)
+  one = jnp.concatenate([ae, r_ae[..., None]], axis=-1).reshape(n, -1)
+  two = jnp.concatenate([ee, r_ee[..., None]], axis=-1)
+  return one, two, r_ae
+
+
+# --- envelopes: exp(-|σ (r - R_I)|) summed over nuclei with weights π -----------
+
+
+def _envelope_init(kind: str, n_atoms: int, n_out: int, dtype) -> dict:
+  pi = jnp.ones((n_atoms, n_out), dtype)
+  if kind == 'isotropic':
+    sigma = jnp.ones((n_atoms, n_out), dtype)
+  elif kind == 'diagonal':
+    sigma = jnp.ones((n_atoms, 3, n_out), dtype)
+  elif kind == 'full':
+    sigma = jnp.tile(jnp.eye(3, dtype=dtype)[None, :, :, None], (n_atoms, 1, 1, n_out))
+  else:
+    raise ValueError(f'unknown envelope {kind!r}')
+  return {'pi': pi, 'sigma': sigma}
+
+
+def _envelope_apply(kind: str, p: dict, ae: jax.Array, r_ae: jax.Array) -> jax.Array:
+  """Envelope values, (n_spin, n_out), from ae (n_spin, n_atoms, 3), r_ae (n_spin, n_atoms)."""
+  if kind == 'isotropic':
+    exponent = r_ae[..., None] * jnp.abs(p['sigma'])
+  elif kind == 'diagonal':
+    scaled = ae[..., None] * p['sigma'][None]  # (n, atoms, 3, out)
+    exponent = jnp.sqrt(jnp.sum(scaled**2, axis=2))
+  else:  # full
+    scaled = jnp.einsum('nad,adeo->naeo', ae, p['sigma'])
+    exponent = jnp.sqrt(jnp.sum(scaled**2, axis=2))
+  return jnp.sum(jnp.exp(-exponent) * p['pi'][None], axis=1)
+
+
+def logdet_sum(signs: jax.Array, logs: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """sign and log|Σ_k s_k exp(l_k)| for determinant signs/logs of shape (K,).
+
+  Shifts by the largest log (a constant for the gradient), so it is finite
+  whenever one determinant is, including one-electron spin channels.
+  """
+  shift = jax.lax.stop_gradient(jnp.max(logs))
+  total = jnp.sum(signs * jnp.exp(logs - shift))
+  return jnp.sign(total), jnp.log(jnp.abs(total)) + shift
+
+
+def make(
+  cfg: ml_collections.ConfigDict,
+  system: system_lib.System,
+  dtype: Any = None,
+) -> Network:
+  """Builds the FermiNet for ``system`` from ``cfg.network``.
+
+  Args:
+    cfg: the ``network`` section of the config (determinants, full_det,
+      envelope_type, bias_orbitals, ferminet.hidden_dims).
+    system: nuclei and electrons.
+    dtype: parameter dtype; default float64 if jax_enable_x64 else float32.
+  """
+  dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+  spins = tuple(int(n) for n in system.electrons)
+  n_el = sum(spins)
+  nuclei = np.asarray(system.coords)
+  n_atoms = nuclei.shape[0]
+  n_det = int(cfg.determinants)
+  full_det = bool(cfg.full_det)
+  env_kind = cfg.envelope_type
+  hidden = [tuple(int(d) for d in layer) for layer in cfg.ferminet.hidden_dims]
+  n_orb = [n_el if full_det else n for n in spins]
+
+  def init(key: jax.Array) -> Params:
+    keys = iter(jax.random.split(key, 2 * len(hidden) + 4))
+    layers = []
+    d_one, d_two = n_atoms * 4, 4
+    for i, (w_one, w_two) in enumerate(hidden):
+      layer = {'single': _dense_init(next(keys), 3 * d_one + 2 * d_two, w_one)}
+      if i < len(hidden) - 1:  # the last two-electron stream feeds nothing
+        layer['double'] = _dense_init(next(keys), d_two, w_two)
+      layers.append(layer)
+      d_one, d_two = w_one, w_two
+    orbital, envelope = [], []
+    for n_spin, norb in zip(spins, n_orb, strict=True):
+      orbital.append(_dense_init(next(keys), d_one, n_det * norb, bias=cfg.bias_orbitals))
+      envelope.append(_envelope_init(env_kind, n_atoms, n_det * norb, dtype))
+      del n_spin
+    params = {'layers': layers, 'orbital': orbital, 'envelope': envelope}
+    return jax.tree.map(lambda a: a.astype(dtype), params)
+
+  def orbitals(params: Params, x: jax.Array) -> list[jax.Array]:
+    one, two, r_ae = features(x, jnp.asarray(nuclei, x.dtype))
+    h_one, h_two = one, two
+    for layer in params['layers']:
+      g = jnp.concatenate(
+        [h_one]
+        + [jnp.broadcast_to(m, h_one.shape) for m in _spin_mean(h_one, spins, 0)]
+        + [m[:, 0] for m in _spin_mean(h_two, spins, 1)],
+        axis=-1,
+      )
+      new_one = jnp.tanh(dense(layer['single'], g))
+      h_one = new_one + h_one if new_one.shape == h_one.shape else new_one
+      if 'double' in layer:
+        new_two = jnp.tanh(dense(layer['double'], h_two))
+        h_two = new_two + h_two if new_two.shape == h_two.shape else new_two
+    ae = x.reshape(-1, 3)[:, None, :] - jnp.asarray(nuclei, x.dtype)[None]
+    mats, start = [], 0
+    for s, (n_spin, norb) in enumerate(zip(spins, n_orb, strict=True)):
+      sl = slice(start, start + n_spin)
+      start += n_spin
+      phi = dense(params['orbital'][s], h_one[sl])
+      phi = phi * _envelope_apply(env_kind, params['envelope'][s], ae[sl], r_ae[sl])
+      mats.append(jnp.transpose(phi.reshape(n_spin, n_det, norb), (1, 0, 2)))
+    return mats
+
+  def apply(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    mats = orbitals(params, x)
+    if full_det:
+      sign, logs = jnp.linalg.slogdet(jnp.concatenate(mats, axis=1))
+    else:
+      sign, logs = jnp.ones(n_det, x.dtype), jnp.zeros(n_det, x.dtype)
+      for m in mats:
+        if m.shape[1]:  # an empty channel contributes det = 1
+          s, ld = jnp.linalg.slogdet(m)
+          sign, logs = sign * s, logs + ld
+    return logdet_sum(sign, logs)
+
+  def log_abs(params: Params, x: jax.Array) -> jax.Array:
+    return apply(params, x)[1]
+
+  return Network(init=init, apply=apply, orbitals=orbitals, log_abs=log_abs)
+
+
+def count_parameters(params: Params) -> int:
+  """Total number of scalar parameters."""
+  return int(sum(np.size(p) for p in jax.tree.leaves(params)))

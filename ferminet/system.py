@@ -1,0 +1,275 @@
+"""Physical systems: atoms, molecules, electrons and units.
+
+Everything inside ferminet is in atomic units (bohr, hartree). Units are
+converted exactly once, here, when an :class:`Atom` is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from ferminet import elements, errors
+
+# 1 Å = 1/0.52917721092 bohr (CODATA 2010, the value PySCF uses).
+BOHR_PER_ANGSTROM = 1.0 / 0.52917721092
+_UNITS = {'bohr': 1.0, 'angstrom': BOHR_PER_ANGSTROM}
+
+
+def unit_scale(units: str) -> float:
+  """Factor that converts a length in ``units`` ('bohr' or 'angstrom') to bohr."""
+  key = str(units).strip().lower()
+  if key in ('a', 'ang', 'angstroms'):
+    key = 'angstrom'
+  if key not in _UNITS:
+    raise errors.InvalidSystemError(
+      f"unknown units {units!r}: use 'bohr' or 'angstrom' (--config.system.units)"
+    )
+  return _UNITS[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class Atom:
+  """One nucleus.
+
+  Attributes:
+    symbol: element symbol, H–Kr.
+    coords: position in bohr, shape (3,). Given in ``units`` at construction and
+      converted to bohr once.
+    charge: nuclear charge in units of e; defaults to the atomic number (a
+      different value models e.g. a fractional nuclear charge).
+    units: the units ``coords`` were given in ('bohr' or 'angstrom').
+  """
+
+  symbol: str
+  coords: tuple[float, float, float] = (0.0, 0.0, 0.0)
+  charge: float | None = None
+  units: str = 'bohr'
+
+  def __post_init__(self):
+    element = elements.get(self.symbol)
+    coords = tuple(float(c) for c in np.asarray(self.coords, dtype=float).reshape(-1))
+    if len(coords) != 3:
+      raise errors.InvalidSystemError(
+        f'atom {self.symbol}: coordinates must be 3 numbers, got {self.coords!r}'
+      )
+    if not all(np.isfinite(coords)):
+      raise errors.InvalidSystemError(f'atom {self.symbol}: non-finite coordinates {coords}')
+    scale = unit_scale(self.units)
+    object.__setattr__(self, 'symbol', element.symbol)
+    object.__setattr__(self, 'coords', tuple(c * scale for c in coords))
+    object.__setattr__(self, 'units', 'bohr')
+    charge = float(element.atomic_number if self.charge is None else self.charge)
+    if charge <= 0:
+      raise errors.InvalidSystemError(f'atom {self.symbol}: nuclear charge must be > 0')
+    object.__setattr__(self, 'charge', charge)
+
+  @property
+  def atomic_number(self) -> int:
+    return elements.get(self.symbol).atomic_number
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+  """Nuclei and electrons of one calculation, in atomic units.
+
+  Attributes:
+    atoms: the nuclei.
+    electrons: (n_alpha, n_beta).
+  """
+
+  atoms: tuple[Atom, ...]
+  electrons: tuple[int, int]
+
+  @property
+  def coords(self) -> np.ndarray:
+    """Nuclear positions in bohr, shape (n_atoms, 3)."""
+    return np.array([a.coords for a in self.atoms], dtype=float).reshape(-1, 3)
+
+  @property
+  def charges(self) -> np.ndarray:
+    """Nuclear charges, shape (n_atoms,)."""
+    return np.array([a.charge for a in self.atoms], dtype=float)
+
+  @property
+  def symbols(self) -> tuple[str, ...]:
+    return tuple(a.symbol for a in self.atoms)
+
+  @property
+  def n_electrons(self) -> int:
+    return sum(self.electrons)
+
+  @property
+  def charge(self) -> float:
+    """Total charge: sum of nuclear charges minus the number of electrons."""
+    return float(self.charges.sum()) - self.n_electrons
+
+  @property
+  def spin(self) -> int:
+    """n_alpha - n_beta (PySCF's ``spin``, 2S)."""
+    return self.electrons[0] - self.electrons[1]
+
+  def nuclear_repulsion(self) -> float:
+    """Nucleus–nucleus Coulomb energy sum_{I<J} Z_I Z_J / R_IJ in hartree."""
+    return nuclear_repulsion(self.coords, self.charges)
+
+
+def nuclear_repulsion(coords: np.ndarray, charges: np.ndarray) -> float:
+  """sum_{I<J} Z_I Z_J / |R_I - R_J| for coords (n_atoms, 3) in bohr; hartree."""
+  energy = 0.0
+  for i, j in itertools.combinations(range(len(charges)), 2):
+    energy += charges[i] * charges[j] / np.linalg.norm(coords[i] - coords[j])
+  return float(energy)
+
+
+def check_nuclei(atoms: Sequence[Atom], min_distance: float = 1e-3) -> None:
+  """Raises if there are no atoms or two nuclei (nearly) coincide (distance in bohr)."""
+  if not atoms:
+    raise errors.InvalidSystemError(
+      'the molecule is empty: give --config.system.atom, '
+      '--config.system.molecule_name or a list of atoms'
+    )
+  for a, b in itertools.combinations(atoms, 2):
+    d = float(np.linalg.norm(np.subtract(a.coords, b.coords)))
+    if d < min_distance:
+      raise errors.InvalidSystemError(
+        f'two nuclei ({a.symbol} and {b.symbol}) are at the same position '
+        f'{a.coords} bohr (distance {d:.2e} bohr); check the geometry and its units'
+      )
+
+
+def electrons_from(
+  atoms: Sequence[Atom],
+  charge: int = 0,
+  spin_polarisation: int | None = None,
+  electrons: Sequence[int] | None = None,
+) -> tuple[int, int]:
+  """Derives (n_alpha, n_beta) from the nuclei, total charge and spin.
+
+  Args:
+    atoms: the nuclei; the electron count is the sum of atomic numbers minus
+      ``charge``.
+    charge: total charge of the system in units of e.
+    spin_polarisation: n_alpha - n_beta. If None: the element's ground-state
+      spin for a single atom (after removing or adding electrons: the lowest
+      spin consistent with the parity otherwise), and 0 or 1 for molecules.
+    electrons: explicit (n_alpha, n_beta); checked against charge and spin if
+      those are given.
+
+  Returns:
+    (n_alpha, n_beta) with n_alpha >= n_beta >= 0.
+  """
+  n_nuclear = sum(a.atomic_number for a in atoms)
+  if electrons is not None and len(electrons) > 0:
+    if len(electrons) != 2 or any(int(n) != n for n in electrons):
+      raise errors.InvalidSystemError(
+        f'electrons must be two integers (n_alpha, n_beta), got {tuple(electrons)!r}'
+      )
+    na, nb = (int(n) for n in electrons)
+    if na < 0 or nb < 0 or na + nb == 0:
+      raise errors.InvalidSystemError(
+        f'electrons ({na}, {nb}): each spin channel needs >= 0 electrons and '
+        'at least one electron in total'
+      )
+    if charge and n_nuclear - (na + nb) != charge:
+      raise errors.InvalidSystemError(
+        f'electrons ({na}, {nb}) give charge {n_nuclear - na - nb}, but system.charge is {charge}'
+      )
+    if spin_polarisation is not None and na - nb != spin_polarisation:
+      raise errors.InvalidSystemError(
+        f'electrons ({na}, {nb}) have spin polarisation {na - nb}, '
+        f'but system.spin_polarisation is {spin_polarisation}'
+      )
+    return na, nb
+  n = n_nuclear - int(charge)
+  if n <= 0:
+    raise errors.InvalidSystemError(
+      f'charge {charge} leaves {n} electrons (nuclear charge {n_nuclear}): '
+      'lower --config.system.charge'
+    )
+  if spin_polarisation is None:
+    if len(atoms) == 1 and charge == 0:
+      spin_polarisation = elements.get(atoms[0].symbol).spin
+    elif len(atoms) == 1:
+      # An ion: isoelectronic neutral atom's ground-state spin, if known.
+      try:
+        spin_polarisation = elements.by_number(n).spin
+      except errors.InvalidSystemError:
+        spin_polarisation = n % 2
+    else:
+      spin_polarisation = n % 2
+  spin = int(spin_polarisation)
+  if spin < 0:
+    raise errors.InvalidSystemError(
+      f'spin_polarisation {spin} < 0: use n_alpha >= n_beta (a positive value)'
+    )
+  if (n - spin) % 2:
+    raise errors.InvalidSystemError(
+      f'{n} electrons cannot have spin polarisation {spin} (n_alpha - n_beta): '
+      f'parity differs; use {" or ".join(str(v) for v in sorted({spin + 1, max(spin - 1, n % 2)}))}'
+    )
+  if spin > n:
+    raise errors.InvalidSystemError(f'spin polarisation {spin} exceeds the number of electrons {n}')
+  return (n + spin) // 2, (n - spin) // 2
+
+
+def make_system(
+  atoms: Sequence[Atom],
+  charge: int = 0,
+  spin_polarisation: int | None = None,
+  electrons: Sequence[int] | None = None,
+) -> System:
+  """Builds a checked :class:`System` (see :func:`electrons_from`)."""
+  atoms = tuple(atoms)
+  check_nuclei(atoms)
+  return System(atoms, electrons_from(atoms, charge, spin_polarisation, electrons))
+
+
+def read_xyz(
+  path: str | pathlib.Path, units: str | None = None
+) -> tuple[list[Atom], dict[str, str]]:
+  """Reads an xyz file.
+
+  The comment line may hold ``key=value`` pairs (``units=angstrom``,
+  ``charge=0``, ``source=...``); ``units`` there wins over the ``units``
+  argument, which defaults to angstrom (the xyz convention).
+
+  Returns:
+    The atoms (in bohr) and the metadata of the comment line.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise errors.InvalidSystemError(f'xyz file {str(path)!r} does not exist')
+  lines = path.read_text().splitlines()
+  try:
+    n = int(lines[0].split()[0])
+  except (IndexError, ValueError):
+    raise errors.InvalidSystemError(
+      f'{path.name}: first line must be the number of atoms'
+    ) from None
+  meta = {}
+  for token in (lines[1] if len(lines) > 1 else '').split():
+    if '=' in token:
+      key, value = token.split('=', 1)
+      meta[key] = value
+  file_units = meta.get('units', units or 'angstrom')
+  atoms = []
+  for line in lines[2 : 2 + n]:
+    parts = line.split()
+    if len(parts) < 4:
+      raise errors.InvalidSystemError(f'{path.name}: bad atom line {line!r}')
+    atoms.append(Atom(parts[0], tuple(float(x) for x in parts[1:4]), units=file_units))
+  if len(atoms) != n:
+    raise errors.InvalidSystemError(f'{path.name}: expected {n} atoms, found {len(atoms)}')
+  return atoms, meta
+
+
+def from_pyscf(mol) -> System:
+  """A :class:`System` from a built PySCF ``gto.Mole`` (geometry, charge and spin)."""
+  coords = np.asarray(mol.atom_coords(unit='Bohr'))
+  atoms = [Atom(mol.atom_pure_symbol(i), tuple(coords[i]), units='bohr') for i in range(mol.natm)]
+  return make_system(atoms, electrons=mol.nelec)

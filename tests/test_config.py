@@ -1,0 +1,154 @@
+"""Config: locking, typo errors, resolution of every shipped config, the CLI."""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from ferminet import config as config_lib
+from ferminet import errors, molecules
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIGS = sorted((ROOT / 'configs').glob('*.py'))
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(f'config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_default_is_locked_against_typos():
+  cfg = config_lib.default()
+  with pytest.raises(AttributeError):
+    cfg.optim.lr.decay_steps = 10
+  with pytest.raises(AttributeError):
+    cfg.sytem = {}
+  cfg.optim.lr.delay = 5.0  # existing keys can change
+
+
+def test_unknown_key_names_nearest():
+  assert "'optim.lr.decay'" in str(config_lib.unknown_key_error('optim.lr.decay_steps'))
+  assert "'system.spin_polarisation'" in str(
+    config_lib.unknown_key_error('system.spin_polarization')
+  )
+  assert "'network.ferminet.hidden_dims'" in str(
+    config_lib.unknown_key_error('network.ferminet.hiden_dims')
+  )
+
+
+def test_shipped_configs_exist():
+  assert {p.name for p in CONFIGS} >= {'atom.py', 'diatomic.py', 'organic.py'}
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_resolve(path):
+  cfg = config_lib.resolve(_load(path))
+  system = config_lib.system_of(cfg)
+  assert system.n_electrons > 0
+  with pytest.raises(AttributeError):
+    cfg.optim.lr.decay_steps = 1  # still locked after resolve
+  config_lib.resolve(cfg)  # idempotent
+
+
+@pytest.mark.parametrize('name', molecules.names())
+def test_every_molecule_resolves(name):
+  cfg = _load(ROOT / 'configs' / ('diatomic.py' if name in molecules.DIATOMICS else 'organic.py'))
+  cfg.system.molecule_name = name
+  system = config_lib.system_of(config_lib.resolve(cfg))
+  assert system.charge == 0
+
+
+def test_resolve_derives_electrons_from_charge_and_spin():
+  cfg = _load(ROOT / 'configs' / 'atom.py')
+  cfg.system.atom = 'O'
+  cfg.system.charge = 1
+  assert config_lib.resolve(cfg).system.electrons == (5, 2)
+  cfg = _load(ROOT / 'configs' / 'atom.py')
+  cfg.system.atom = 'C'
+  cfg.system.spin_polarisation = 0
+  assert config_lib.resolve(cfg).system.electrons == (3, 3)
+
+
+@pytest.mark.parametrize(
+  'key, value, match',
+  [
+    ('optim.optimizer', 'sgd', 'optim.optimizer'),
+    ('optim.laplacian', 'magic', 'optim.laplacian'),
+    ('network.envelope_type', 'round', 'envelope'),
+    ('batch_size', 0, 'batch_size'),
+    ('optim.iterations', -1, 'iterations'),
+  ],
+)
+def test_bad_values_raise(key, value, match):
+  cfg = _load(ROOT / 'configs' / 'atom.py')
+  section, _, leaf = key.rpartition('.')
+  (cfg[section] if section else cfg)[leaf] = value
+  with pytest.raises(errors.ConfigError, match=match):
+    config_lib.resolve(cfg)
+
+
+def _cli(*args):
+  return subprocess.run(
+    [sys.executable, str(ROOT / 'bin' / 'ferminet'), *args],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+  )
+
+
+def test_cli_dry_run_li():
+  out = _cli('--config', 'configs/atom.py', '--config.system.atom', 'Li', '--dry_run')
+  assert out.returncode == 0, out.stderr
+  lines = dict(line.split(': ', 1) for line in out.stdout.splitlines())
+  assert lines['electrons'] == '(2, 1)'
+  assert float(lines['nuclear_repulsion_Ha']) == 0.0
+  assert lines['hf_method'] == 'UHF'
+  assert -7.44 < float(lines['hf_energy_Ha']) < -7.42  # UHF/cc-pVDZ; HF limit -7.4327
+  assert int(lines['parameters']) > 0 and int(lines['walkers_per_device']) > 0
+
+
+def test_cli_dry_run_diatomic_units():
+  out = _cli(
+    '--config=configs/diatomic.py',
+    '--config.system.molecule_name=N2',
+    '--config.system.bond_length=1.0943',
+    '--config.system.units=angstrom',
+    '--config.pretrain.basis=sto-3g',
+    '--dry_run',
+  )
+  assert out.returncode == 0, out.stderr
+  lines = dict(line.split(': ', 1) for line in out.stdout.splitlines())
+  assert float(lines['nuclear_repulsion_Ha']) == pytest.approx(49 / (1.0943 * 1.8897261246), 1e-8)
+  assert lines['hf_method'] == 'RHF'
+
+
+@pytest.mark.parametrize(
+  'args, message',
+  [
+    (['--config.optim.lr.decay_steps', '3'], "did you mean 'optim.lr.decay'"),
+    (['--config.batch_size', 'abc'], 'batch_size'),
+    (['--config.system.atom', 'Xx'], 'unknown element'),
+    (['--config.system.spin_polarisation', '0'], 'spin polarisation'),
+  ],
+)
+def test_cli_input_errors_are_one_line(args, message):
+  out = _cli('--config', 'configs/atom.py', '--dry_run', *args)
+  assert out.returncode == 2
+  err = [line for line in out.stderr.splitlines() if 'xla_bridge' not in line]
+  assert len(err) == 1 and message in err[0], out.stderr
+  assert 'Traceback' not in out.stderr
+
+
+def test_cli_missing_config_file():
+  out = _cli('--config', 'configs/no_such_file.py', '--dry_run')
+  assert out.returncode == 2 and 'does not exist' in out.stderr
+
+
+def test_cli_help():
+  out = _cli('--help')
+  assert out.returncode == 0 and '--config' in out.stdout

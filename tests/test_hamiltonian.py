@@ -1,0 +1,97 @@
+"""Local energy: Laplacians against each other and finite differences; exact energies."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_network_cfg
+
+from ferminet import hamiltonian, molecules, networks
+from ferminet import system as system_lib
+
+
+@pytest.fixture(scope='module')
+def lih_network():
+  system = system_lib.make_system(molecules.build('LiH'))
+  net = networks.make(tiny_network_cfg(envelope_type='diagonal'), system)
+  params = net.init(jax.random.PRNGKey(0))
+  x = jax.random.normal(jax.random.PRNGKey(1), (system.n_electrons * 3,))
+  return system, net, params, x
+
+
+def _finite_difference_laplacian(f, x, h=1e-3):
+  """Fourth-order central differences of the Laplacian and gradient."""
+  eye = jnp.eye(x.shape[0])
+  shifts = jnp.concatenate([eye * s for s in (2 * h, h, -h, -2 * h)])
+  vals = jax.vmap(f)(x + shifts).reshape(4, -1)
+  f0 = f(x)
+  second = (-vals[0] + 16 * vals[1] - 30 * f0 + 16 * vals[2] - vals[3]) / (12 * h**2)
+  first = (-vals[0] + 8 * vals[1] - 8 * vals[2] + vals[3]) / (12 * h)
+  return jnp.sum(second), first
+
+
+def test_laplacians_agree_with_finite_differences(lih_network):
+  _, net, params, x = lih_network
+  f = lambda y: net.log_abs(params, y)
+  lap_h, grad_h = jax.jit(lambda y: hamiltonian.laplacian_hessian(f, y))(x)
+  lap_f, grad_f = jax.jit(lambda y: hamiltonian.laplacian_forward(f, y))(x)
+  lap_fd, grad_fd = _finite_difference_laplacian(f, x)
+  np.testing.assert_allclose(lap_f, lap_h, rtol=1e-10)
+  np.testing.assert_allclose(grad_f, grad_h, rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(lap_h, lap_fd, rtol=1e-6)
+  np.testing.assert_allclose(grad_h, grad_fd, rtol=1e-7, atol=1e-9)
+
+
+def test_local_energies_agree(lih_network):
+  system, net, params, x = lih_network
+  e_h, _ = jax.jit(hamiltonian.make_local_energy(net.log_abs, system, 'hessian'))(params, x)
+  e_f, terms = jax.jit(hamiltonian.make_local_energy(net.log_abs, system, 'forward'))(params, x)
+  np.testing.assert_allclose(e_f, e_h, rtol=1e-10)
+  assert set(terms) == {'kinetic', 'ee', 'en', 'nn'}
+  np.testing.assert_allclose(sum(terms.values()), e_f, rtol=1e-12)
+
+
+@pytest.mark.parametrize('laplacian', ['hessian', 'forward'])
+@pytest.mark.parametrize('symbol, charge', [('H', 0), ('He', 1), ('Li', 2)])
+def test_hydrogen_like_exact_energy(symbol, charge, laplacian):
+  """ψ = exp(-Z r) is the exact 1s state: E_L = -Z²/2 at every point."""
+  system = system_lib.make_system([system_lib.Atom(symbol)], charge=charge)
+  assert system.electrons == (1, 0)
+  z = system.charges[0]
+  local_energy = jax.jit(
+    jax.vmap(
+      hamiltonian.make_local_energy(lambda p, x: -z * jnp.linalg.norm(x), system, laplacian),
+      in_axes=(None, 0),
+    )
+  )
+  xs = jax.random.normal(jax.random.PRNGKey(0), (20, 3)) * 2.0 / z
+  energies, _ = local_energy(None, xs)
+  np.testing.assert_allclose(energies, -(z**2) / 2, rtol=1e-10)
+
+
+def test_potential_terms_by_hand():
+  # Two nuclei (Z = 3 at origin, Z = 1 at (3, 0, 0)) and two electrons.
+  nuclei = jnp.array([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
+  charges = jnp.array([3.0, 1.0])
+  x = jnp.array([1.0, 0.0, 0.0, 0.0, 2.0, 0.0])  # r1 = (1,0,0), r2 = (0,2,0)
+  terms = hamiltonian.potential_energy(x, nuclei, charges)
+  np.testing.assert_allclose(terms['ee'], 1 / np.sqrt(5.0), rtol=1e-14)
+  expected_en = -(3 / 1.0 + 1 / 2.0 + 3 / 2.0 + 1 / np.sqrt(13.0))
+  np.testing.assert_allclose(terms['en'], expected_en, rtol=1e-14)
+  np.testing.assert_allclose(terms['nn'], 3 * 1 / 3.0, rtol=1e-14)
+
+
+def test_helium_product_state_energy():
+  """ψ = exp(-Z(r1 + r2)): kinetic = Z² and E_L varies only through 1/r12."""
+  system = system_lib.make_system([system_lib.Atom('He')])
+  le = jax.jit(
+    hamiltonian.make_local_energy(
+      lambda p, x: -2.0 * (jnp.linalg.norm(x[:3]) + jnp.linalg.norm(x[3:])), system, 'forward'
+    )
+  )
+  x = jnp.array([0.3, -0.2, 0.5, -0.4, 0.1, 0.7])
+  energy, terms = le(None, x)
+  r1, r2, r12 = np.linalg.norm(x[:3]), np.linalg.norm(x[3:]), np.linalg.norm(x[:3] - x[3:])
+  # -½∇²e^{-Zr}/e^{-Zr} = -Z²/2 + Z/r per electron.
+  np.testing.assert_allclose(terms['kinetic'], -4.0 + 2 / r1 + 2 / r2, rtol=1e-12)
+  np.testing.assert_allclose(energy, -4.0 + 1 / r12, rtol=1e-12)
