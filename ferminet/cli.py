@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from ferminet import config as config_lib
@@ -148,6 +149,8 @@ def summary(cfg) -> list[str]:
 def _main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     _fail(f'unexpected arguments {" ".join(argv[1:])!r}: flags start with --')
+  if not (_DEBUG.value or _debug_requested(sys.argv)):
+    absl_logging.set_verbosity(absl_logging.WARNING)  # kfac-jax logs every block at INFO
   cfg = _CONFIG.value
   if cfg is None:
     _fail('no config given: use --config configs/atom.py --config.system.atom Li')

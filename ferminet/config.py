@@ -35,6 +35,7 @@ def default() -> ml_collections.ConfigDict:
       # Total number of walkers over all devices and hosts.
       'batch_size': 4096,
       'system': {
+        'name': '',  # label for the reference table (e.g. 'Li', 'N2'); set by resolve()
         # One of these defines the nuclei (checked in this order):
         'atom': '',  # element symbol: a single atom at the origin
         'molecule_name': '',  # a named structure, see ferminet.molecules
@@ -201,6 +202,14 @@ def check(cfg: ml_collections.ConfigDict) -> None:
     )
 
 
+def _atom_label(symbol: str, system: system_lib.System) -> str:
+  if not symbol:
+    return ''
+  charge = round(system.charge)
+  suffix = {0: '', 1: '+', -1: '-'}.get(charge, f'{abs(charge)}{"+" if charge > 0 else "-"}')
+  return system.atoms[0].symbol + suffix
+
+
 def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks the config, derives the system and locks it.
 
@@ -213,6 +222,8 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   check(cfg)
   system = build_system(cfg)
   with cfg.unlocked():
+    if not cfg.system.name:
+      cfg.system.name = cfg.system.molecule_name or _atom_label(cfg.system.atom, system)
     cfg.system.molecule = list(system.atoms)
     cfg.system.electrons = tuple(system.electrons)
     # The atoms now define the system; further resolves must not rebuild it

@@ -42,7 +42,7 @@ Params = Any  # a pytree of arrays
 class Network:
   init: Callable[[jax.Array], Params]
   apply: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
-  orbitals: Callable[[Params, jax.Array], list[jax.Array]]
+  orbitals: Callable[[Params, jax.Array], list[jax.Array]]  # [α, β] matrices
   log_abs: Callable[[Params, jax.Array], jax.Array]
 
 
@@ -177,9 +177,9 @@ def make(
       d_one, d_two = w_one, w_two
     orbital, envelope = [], []
     for n_spin, norb in zip(spins, n_orb, strict=True):
-      orbital.append(_dense_init(next(keys), d_one, n_det * norb, bias=cfg.bias_orbitals))
-      envelope.append(_envelope_init(env_kind, n_atoms, n_det * norb, dtype))
-      del n_spin
+      if n_spin:  # an empty spin channel has no orbitals to parametrise
+        orbital.append(_dense_init(next(keys), d_one, n_det * norb, bias=cfg.bias_orbitals))
+        envelope.append(_envelope_init(env_kind, n_atoms, n_det * norb, dtype))
     params = {'layers': layers, 'orbital': orbital, 'envelope': envelope}
     return jax.tree.map(lambda a: a.astype(dtype), params)
 
@@ -200,11 +200,15 @@ def make(
         h_two = new_two + h_two if new_two.shape == h_two.shape else new_two
     ae = x.reshape(-1, 3)[:, None, :] - jnp.asarray(nuclei, x.dtype)[None]
     mats, start = [], 0
-    for s, (n_spin, norb) in enumerate(zip(spins, n_orb, strict=True)):
+    p_orbital, p_envelope = iter(params['orbital']), iter(params['envelope'])
+    for n_spin, norb in zip(spins, n_orb, strict=True):
+      if not n_spin:
+        mats.append(jnp.zeros((n_det, 0, norb), x.dtype))
+        continue
       sl = slice(start, start + n_spin)
       start += n_spin
-      phi = dense(params['orbital'][s], h_one[sl])
-      phi = phi * _envelope_apply(env_kind, params['envelope'][s], ae[sl], r_ae[sl])
+      phi = dense(next(p_orbital), h_one[sl])
+      phi = phi * _envelope_apply(env_kind, next(p_envelope), ae[sl], r_ae[sl])
       mats.append(jnp.transpose(phi.reshape(n_spin, n_det, norb), (1, 0, 2)))
     return mats
 

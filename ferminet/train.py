@@ -1,0 +1,355 @@
+"""One VMC run as a few named steps: setup → (restore | pretrain → burn in) → iterate → summary.
+
+Layout: parameters and optimizer state are replicated over local devices
+(leading axis), walkers are sharded (D, walkers per device, 3N); the width,
+step and key live on the host. ``iteration`` is the whole per-step work: a
+pmapped Metropolis sweep, then an optimizer step on the new walkers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import pathlib
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ferminet import (
+  analysis,
+  checkpoint,
+  errors,
+  hamiltonian,
+  loss,
+  mcmc,
+  networks,
+  optimizers,
+  parallel,
+  pretrain,
+  scf,
+  writers,
+)
+from ferminet import config as config_lib
+from ferminet import system as system_lib
+
+
+class TrainState(NamedTuple):
+  """Everything a run carries from one iteration to the next."""
+
+  params: Any  # replicated: leading axis = local devices
+  opt_state: Any  # the optimizer's own layout
+  walkers: jax.Array  # (devices, walkers per device, 3N), bohr
+  width: float  # Metropolis proposal std, bohr
+  step: int  # completed iterations
+  key: jax.Array  # host PRNG key
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """Summary of a finished run (energies in hartree)."""
+
+  energy: float
+  stderr: float
+  reference: float | None
+  save_path: pathlib.Path
+  state: TrainState
+
+
+@dataclasses.dataclass
+class Run:
+  """The fixed pieces of a run, built once by :func:`setup`."""
+
+  cfg: ml_collections.ConfigDict
+  system: system_lib.System
+  network: networks.Network
+  optimizer: optimizers.Optimizer
+  sample: Any  # pmapped (params, walkers, keys, width) -> (walkers, pmove)
+  save_path: pathlib.Path
+  inference: bool
+
+
+def _save_path(cfg: ml_collections.ConfigDict) -> pathlib.Path:
+  if cfg.log.save_path:
+    path = pathlib.Path(cfg.log.save_path)
+  else:
+    stamp = datetime.datetime.now().strftime('%Y_%m_%d_%H_%M_%S')
+    path = pathlib.Path(f'ferminet_{stamp}')
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / '.write_test'
+    probe.write_text('')
+    probe.unlink()
+  except OSError as e:
+    raise errors.ConfigError(f'cannot write to log.save_path {str(path)!r}: {e.strerror}') from None
+  return path
+
+
+def setup(cfg: ml_collections.ConfigDict) -> Run:
+  """Resolves the config and builds the network, local energy, loss, optimizer and sampler."""
+  if cfg.debug.float64:
+    jax.config.update('jax_enable_x64', True)
+  cfg = config_lib.resolve(cfg)
+  system = config_lib.system_of(cfg)
+  n_dev = parallel.device_count()
+  if cfg.batch_size % n_dev:
+    raise errors.ConfigError(
+      f'batch_size {cfg.batch_size} is not divisible by the {n_dev} local devices'
+    )
+  network = networks.make(cfg.network, system)
+  local_energy = hamiltonian.make_local_energy(
+    network.log_abs, system, cfg.optim.laplacian, cfg.optim.forward_laplacian_sparsity
+  )
+  vmc_loss = loss.make_loss(
+    network.log_abs,
+    local_energy,
+    cfg.optim.clip_local_energy,
+    cfg.optim.clip_median,
+    cfg.optim.center_at_clip,
+  )
+  optimizer = optimizers.make(vmc_loss, cfg)
+  metropolis = mcmc.make_step(lambda p, x: 2.0 * network.log_abs(p, x), cfg.mcmc.steps)
+  batched_log_prob = jax.vmap(lambda p, x: 2.0 * network.log_abs(p, x), in_axes=(None, 0))
+
+  def local_sample(params, walkers, key, width):
+    walkers, _, pmove = metropolis(params, walkers, batched_log_prob(params, walkers), key, width)
+    return walkers, parallel.pmean(pmove)
+
+  sample = jax.pmap(local_sample, axis_name=parallel.AXIS, in_axes=(0, 0, 0, None))
+  return Run(
+    cfg=cfg,
+    system=system,
+    network=network,
+    optimizer=optimizer,
+    sample=sample,
+    save_path=_save_path(cfg),
+    inference=cfg.optim.optimizer == 'none',
+  )
+
+
+def _meta(run: Run, params: Any) -> dict[str, Any]:
+  shapes = jax.tree.map(lambda p: tuple(np.shape(p)), params)
+  return {
+    'electrons': tuple(run.system.electrons),
+    'charges': np.asarray(run.system.charges),
+    'coords': np.asarray(run.system.coords),
+    'param_shapes': str(shapes),
+    'optimizer': run.cfg.optim.optimizer,
+  }
+
+
+def fresh_state(run: Run) -> TrainState:
+  """New parameters and walkers (before pretraining)."""
+  key = jax.random.PRNGKey(run.cfg.debug.seed)
+  key, k_params, k_walkers, k_opt = jax.random.split(key, 4)
+  params = parallel.replicate(run.network.init(k_params))
+  walkers = mcmc.init_walkers(k_walkers, run.system, run.cfg.batch_size, run.cfg.mcmc.init_width)
+  walkers = parallel.shard(walkers.astype(jax.tree.leaves(params)[0].dtype))
+  return TrainState(params, None, walkers, float(run.cfg.mcmc.move_width), 0, key)
+
+
+def init_optimizer(run: Run, state: TrainState) -> TrainState:
+  key, sub = jax.random.split(state.key)
+  opt_state = run.optimizer.init(state.params, parallel.device_keys(sub), state.walkers)
+  return state._replace(opt_state=opt_state, key=key)
+
+
+def restore(run: Run) -> tuple[TrainState, str] | None:
+  """The state from the newest checkpoint in save_path, else in log.restore_path."""
+  for where in (run.save_path, run.cfg.log.restore_path):
+    if not where:
+      continue
+    path = pathlib.Path(where)
+    if where == run.cfg.log.restore_path and not path.exists():
+      raise errors.ConfigError(f'log.restore_path {where!r} does not exist')
+    data = checkpoint.load(path) if path.is_file() else checkpoint.load_latest(path)
+    if data is None:
+      if where == run.cfg.log.restore_path:
+        raise errors.ConfigError(f'log.restore_path {where!r} holds no checkpoint')
+      continue
+    return _state_from(run, data, str(where)), str(where)
+  return None
+
+
+def _state_from(run: Run, data: dict[str, Any], where: str) -> TrainState:
+  template = run.network.init(jax.random.PRNGKey(0))
+  expected = _meta(run, template)
+  expected.pop('optimizer')
+  checkpoint.check_compatible(data['meta'], expected, where)
+  dtype = jax.tree.leaves(template)[0].dtype
+  params = parallel.replicate(jax.tree.map(lambda a: jnp.asarray(a, dtype), data['params']))
+  walkers = np.asarray(data['walkers'])
+  if walkers.shape[0] != run.cfg.batch_size:
+    # Resample: keep the first walkers or repeat them to the new batch size.
+    walkers = walkers[np.arange(run.cfg.batch_size) % walkers.shape[0]]
+  state = TrainState(
+    params=params,
+    opt_state=None,
+    walkers=parallel.shard(jnp.asarray(walkers, dtype)),
+    width=float(data['width']),
+    step=int(data['step']),
+    key=jnp.asarray(data['key']),
+  )
+  if run.inference:
+    return state._replace(step=0)
+  state = init_optimizer(run, state)
+  leaves, treedef = jax.tree.flatten(state.opt_state)
+  saved = data.get('opt_state')
+  if (
+    data['meta'].get('optimizer') == run.cfg.optim.optimizer
+    and saved is not None
+    and [np.shape(s) for s in saved] == [np.shape(x)[1:] for x in leaves]
+  ):
+    restored = [
+      parallel.replicate(jnp.asarray(s, x.dtype)) for s, x in zip(saved, leaves, strict=True)
+    ]
+    state = state._replace(opt_state=jax.tree.unflatten(treedef, restored))
+  else:
+    print(f'note: optimizer state not restored (checkpoint from {data["meta"].get("optimizer")})')
+  return state
+
+
+def save(run: Run, state: TrainState) -> pathlib.Path:
+  """Writes a checkpoint of ``state`` (host copies; device-count independent)."""
+  params = parallel.first(state.params)
+  opt_leaves = None
+  if state.opt_state is not None:  # every leaf is replicated over devices: keep one copy
+    opt_leaves = [np.asarray(x) for x in jax.tree.leaves(parallel.first(state.opt_state))]
+  return checkpoint.save(
+    run.save_path,
+    {
+      'step': state.step,
+      'params': params,
+      'opt_state': opt_leaves,
+      'walkers': np.asarray(parallel.unshard(state.walkers)),
+      'width': state.width,
+      'key': np.asarray(state.key),
+      'meta': _meta(run, params),
+    },
+  )
+
+
+def run_pretrain(run: Run, state: TrainState) -> TrainState:
+  """Fits the network orbitals to Hartree–Fock for ``pretrain.iterations`` steps."""
+  cfg = run.cfg
+  if cfg.pretrain.iterations == 0 or cfg.pretrain.method != 'hf':
+    return state
+  hf = scf.hartree_fock(run.system, cfg.pretrain.basis, cfg.pretrain.hf_method)
+  print(f'Hartree-Fock ({hf.method}/{cfg.pretrain.basis}): {hf.energy:.6f} Ha', flush=True)
+  init_opt, step = pretrain.make_step(
+    run.network,
+    hf,
+    tuple(run.system.electrons),
+    cfg.network.full_det,
+    cfg.pretrain.lr,
+    cfg.pretrain.scf_fraction,
+    cfg.mcmc.steps,
+  )
+  opt_state = init_opt(state.params)
+  params, walkers, width, key = state.params, state.walkers, state.width, state.key
+  progress = writers.Progress('pretrain', cfg.pretrain.iterations)
+  for i in range(cfg.pretrain.iterations):
+    key, sub = jax.random.split(key)
+    params, opt_state, walkers, fit, pmove = step(
+      params, opt_state, walkers, parallel.device_keys(sub), width
+    )
+    pmove = float(pmove[0])
+    width = float(mcmc.adapt_width(width, pmove, cfg.mcmc.target_acceptance))
+    progress.update(i + 1, f'orbital MSE {float(fit[0]):.3e} | pmove {pmove:.2f}')
+  return state._replace(params=params, walkers=walkers, width=width, key=key)
+
+
+def burn_in(run: Run, state: TrainState, iterations: int) -> TrainState:
+  """Metropolis sweeps with fixed parameters, adapting the width."""
+  walkers, width, key = state.walkers, state.width, state.key
+  for _ in range(iterations):
+    key, sub = jax.random.split(key)
+    walkers, pmove = run.sample(state.params, walkers, parallel.device_keys(sub), width)
+    width = float(mcmc.adapt_width(width, float(pmove[0]), run.cfg.mcmc.target_acceptance))
+  return state._replace(walkers=walkers, width=width, key=key)
+
+
+def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, float]]:
+  """One VMC iteration: sample, then update parameters on the new walkers."""
+  key, k_mcmc, k_opt = jax.random.split(state.key, 3)
+  walkers, pmove = run.sample(
+    state.params, state.walkers, parallel.device_keys(k_mcmc), state.width
+  )
+  params, opt_state, energy, variance = run.optimizer.step(
+    state.params, state.opt_state, parallel.device_keys(k_opt), walkers
+  )
+  stats = {
+    'energy': float(energy[0]),
+    'variance': float(variance[0]),
+    'pmove': float(pmove[0]),
+  }
+  width = float(mcmc.adapt_width(state.width, stats['pmove'], run.cfg.mcmc.target_acceptance))
+  new_state = TrainState(params, opt_state, walkers, width, state.step + 1, key)
+  return new_state, stats
+
+
+def start(run: Run) -> TrainState:
+  """Restored state, or a fresh one after pretraining and burn-in."""
+  restored = restore(run)
+  if restored is not None:
+    state, where = restored
+    print(f'restored step {state.step} from {where}', flush=True)
+    return state
+  state = fresh_state(run)
+  state = run_pretrain(run, state)
+  state = burn_in(run, state, run.cfg.mcmc.burn_in)
+  return state if run.inference else init_optimizer(run, state)
+
+
+def summarize(run: Run, csv_path: pathlib.Path, state: TrainState) -> Result:
+  """Reblocked energy over the second half of the run, and the reference if known."""
+  energies = np.array([float(r['energy']) for r in writers.read_rows(csv_path)])
+  stats = analysis.reblock(energies[len(energies) // 2 :])
+  ref = analysis.reference_for(run.system, run.cfg.system.name)
+  print(
+    f'energy_Ha: {stats.mean:.6f} +/- {stats.stderr:.6f} '
+    f'(reblocked, last {stats.n} iterations, block {stats.block_size})'
+  )
+  if ref is not None:
+    error = (stats.mean - ref[0]) * 1000
+    print(
+      f'reference_Ha: {ref[0]:.6f} ({ref[1]}); error_mHa: {error:.2f} +/- {stats.stderr * 1000:.2f}'
+    )
+  print(f'outputs: {run.save_path}', flush=True)
+  return Result(stats.mean, stats.stderr, ref[0] if ref else None, run.save_path, state)
+
+
+def run(cfg: ml_collections.ConfigDict) -> Result:
+  """Runs a whole VMC optimisation (or inference with optimizer 'none')."""
+  r = setup(cfg)
+  cfg = r.cfg
+  state = start(r)
+  csv_path = r.save_path / ('inference_stats.csv' if r.inference else 'train_stats.csv')
+  stats_writer = writers.StatsWriter(csv_path, first_step=state.step)
+  total = cfg.optim.iterations
+  progress = writers.Progress('inference' if r.inference else 'train', total)
+  last_save = time.monotonic()
+  try:
+    while state.step < total:
+      state, stats = iteration(r, state)
+      stats_writer.write(state.step - 1, stats['energy'], stats['pmove'], stats['variance'])
+      progress.update(
+        state.step,
+        f'E {stats["energy"]:.6f} | ewmean {stats_writer.ewmean:.6f} | '
+        f'var {stats["variance"]:.4f} | pmove {stats["pmove"]:.2f}',
+      )
+      if not r.inference and time.monotonic() - last_save > 60 * cfg.log.save_frequency:
+        stats_writer.flush()
+        save(r, state)
+        last_save = time.monotonic()
+  finally:
+    stats_writer.close()
+  if not r.inference:
+    save(r, state)
+  return summarize(r, csv_path, state)
+
+
+train = run  # the reference's name: train.train(cfg)

@@ -1,0 +1,85 @@
+"""Outputs of a run: the statistics CSV and the progress line."""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+import sys
+import time
+
+COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance')
+EW_ALPHA = 0.1  # weight of the newest energy in the exponentially weighted mean
+
+
+class StatsWriter:
+  """Appends one row per iteration to a CSV with the reference's columns.
+
+  A resumed run appends: rows at or after the first new step are dropped from
+  the existing file first, so steps are never duplicated.
+  """
+
+  def __init__(self, path: pathlib.Path, first_step: int):
+    self.path = pathlib.Path(path)
+    rows = read_rows(self.path)
+    kept = [r for r in rows if int(r['step']) < first_step]
+    self.ewmean = float(kept[-1]['ewmean']) if kept else None
+    self.ewvar = float(kept[-1]['ewvar']) if kept else 0.0
+    if len(kept) != len(rows) or not self.path.exists():
+      with self.path.open('w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for r in kept:
+          writer.writerow([r[c] for c in COLUMNS])
+    self._file = self.path.open('a', newline='')
+    self._writer = csv.writer(self._file)
+
+  def write(self, step: int, energy: float, pmove: float, variance: float) -> None:
+    if self.ewmean is None:
+      self.ewmean, self.ewvar = energy, 0.0
+    else:
+      delta = energy - self.ewmean
+      self.ewmean += EW_ALPHA * delta
+      self.ewvar = (1 - EW_ALPHA) * (self.ewvar + EW_ALPHA * delta**2)
+    self._writer.writerow(
+        [step, f'{energy:.10g}', f'{self.ewmean:.10g}', f'{self.ewvar:.6g}', f'{pmove:.4f}',
+         f'{variance:.6g}']
+    )  # fmt: skip
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+def read_rows(path: pathlib.Path) -> list[dict[str, str]]:
+  """The rows of a stats CSV ([] if it does not exist)."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  with path.open(newline='') as f:
+    return list(csv.DictReader(f))
+
+
+class Progress:
+  """A one-line progress report at most every ``interval`` seconds (and at the end)."""
+
+  def __init__(self, label: str, total: int, interval: float = 10.0, stream=None):
+    self.label, self.total, self.interval = label, total, interval
+    self.stream = stream or sys.stdout
+    self.start = self.last = time.monotonic()
+    self.done = 0
+
+  def update(self, done: int, message: str, force: bool = False) -> None:
+    now = time.monotonic()
+    self.done = done
+    if not force and now - self.last < self.interval and done < self.total:
+      return
+    self.last = now
+    rate = (now - self.start) / max(done, 1)
+    eta = rate * (self.total - done)
+    print(
+      f'{self.label} {done}/{self.total} | {message} | {rate:.3g} s/it | eta {eta:.0f} s',
+      file=self.stream,
+      flush=True,
+    )
