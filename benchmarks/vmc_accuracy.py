@@ -5,7 +5,7 @@
     python benchmarks/vmc_accuracy.py --cases li_default   # batch 256, default network, 1000 its
 
 Prints one line per case (energy, reblocked error, reference, error in mHa,
-seconds per iteration, wall time) and writes benchmarks/results/vmc_accuracy.json.
+seconds per iteration, wall time) and writes benchmarks/results/vmc_accuracy[_CASES].json.
 """
 
 import argparse
@@ -82,7 +82,8 @@ def main():
     ref = '' if r['reference_Ha'] is None else f'{r["reference_Ha"]:.6f}'
     energy = f'{r["energy_Ha"]:.6f} +/- {r["stderr_Ha"]:.6f}'
     print(f'{r["case"]:<11} {energy:>22} {ref:>11} {err:>12} {r["wall_s"]:>9.0f}')
-  out = pathlib.Path(__file__).parent / 'results' / 'vmc_accuracy.json'
+  suffix = '' if args.cases == 'H,He,H2,Li' else '_' + args.cases.replace(',', '_')
+  out = pathlib.Path(__file__).parent / 'results' / f'vmc_accuracy{suffix}.json'
   out.parent.mkdir(exist_ok=True)
   payload = {'jax': jax.__version__, 'device': jax.devices()[0].device_kind, 'results': results}
   out.write_text(json.dumps(payload, indent=2))
