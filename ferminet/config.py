@@ -66,7 +66,7 @@ def default() -> ml_collections.ConfigDict:
         'burn_in': 100,  # iterations of sampling after pretraining
         'init_width': 1.0,  # bohr: spread of initial electrons around atoms
         'move_width': 0.02,  # bohr: initial std of the Gaussian proposal
-        'adapt_frequency': 100,
+        'adapt_frequency': 1,  # iterations between width updates (see mcmc.adapt_width)
         'target_acceptance': 0.5,
       },
       'optim': {
@@ -74,7 +74,9 @@ def default() -> ml_collections.ConfigDict:
         'iterations': 1000000,
         'optimizer': 'kfac',  # kfac | adam | none (inference)
         'laplacian': 'forward',  # forward (folx) | hessian (exact loop)
-        'forward_laplacian_sparsity': 0,  # folx sparsity_threshold
+        'forward_laplacian_sparsity': 0,  # folx sparsity_threshold (0: dense)
+        # Local energies of at most this many walkers at once (memory bound); 0: all.
+        'max_vmap_batch_size': 0,
         'lr': {'rate': 0.05, 'decay': 1.0, 'delay': 10000.0},
         'clip_local_energy': 5.0,  # in units of the mean absolute deviation
         'clip_median': False,
@@ -190,6 +192,10 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   for key in ('optim.iterations', 'pretrain.iterations', 'mcmc.burn_in'):
     if cfg[key.split('.')[0]][key.split('.')[1]] < 0:
       raise errors.ConfigError(f'{key} must be >= 0')
+  if cfg.mcmc.adapt_frequency <= 0:
+    raise errors.ConfigError('mcmc.adapt_frequency must be >= 1')
+  if cfg.optim.max_vmap_batch_size < 0:
+    raise errors.ConfigError('optim.max_vmap_batch_size must be >= 0 (0: no chunking)')
   if cfg.mcmc.steps <= 0:
     raise errors.ConfigError('mcmc.steps must be >= 1')
   if cfg.network.determinants <= 0:

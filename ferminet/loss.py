@@ -43,14 +43,24 @@ def make_loss(
   clip_local_energy: float = 5.0,
   clip_median: bool = False,
   center_at_clip: bool = True,
+  max_vmap_batch_size: int = 0,
 ) -> Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, LossAux]]:
   """The VMC loss ``loss(params, key, walkers) -> (energy, LossAux)``.
 
   Must run inside ``pmap`` over ``parallel.AXIS``. ``walkers`` has shape
-  (walkers per device, 3N); energies are in hartree.
+  (walkers per device, 3N); energies are in hartree. ``max_vmap_batch_size``
+  > 0 evaluates the local energies in chunks of that many walkers (a
+  ``lax.map`` over vmapped chunks) to bound memory; 0 vmaps over all walkers.
   """
   batch_log_abs = jax.vmap(log_abs, in_axes=(None, 0))
-  batch_local_energy = jax.vmap(lambda p, x: local_energy(p, x)[0], in_axes=(None, 0))
+
+  def batch_local_energy(params, walkers):
+    def one(x):
+      return local_energy(params, x)[0]
+
+    if 0 < max_vmap_batch_size < walkers.shape[0]:
+      return jax.lax.map(one, walkers, batch_size=max_vmap_batch_size)
+    return jax.vmap(one)(walkers)
 
   def energy_and_local(params, walkers):
     e_l = batch_local_energy(params, walkers)

@@ -26,8 +26,8 @@ LossFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]]
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
-  """``init(params, keys, walkers) -> state``; ``step(params, state, keys, walkers)
-  -> (params, state, energy, variance)``."""
+  """``init(params, keys, walkers) -> state``; ``step(params, state, keys, walkers,
+  step) -> (params, state, energy, variance)`` with ``step`` the iteration number."""
 
   name: str
   init: Callable[..., Any]
@@ -71,10 +71,25 @@ def _make_kfac(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
   momentum = parallel.replicate(jnp.asarray(k.momentum))
   damping = parallel.replicate(jnp.asarray(k.damping))
 
-  def step(params, state, keys, walkers):
+  # kfac-jax reads its step counter from the devices on every step unless it is
+  # given as a Python int; count on the host instead, reading the device value
+  # only when a state arrives that this function did not return (start, restore).
+  counter: dict[str, Any] = {'state': None, 'count': 0}
+
+  def step(params, state, keys, walkers, iteration):
+    del iteration  # the learning-rate schedule uses kfac-jax's own counter
+    if counter['state'] is not state:
+      counter['count'] = int(state.step_counter[0])
     params, state, stats = optimizer.step(
-      params, state, keys, batch=walkers, momentum=momentum, damping=damping
+      params,
+      state,
+      keys,
+      batch=walkers,
+      momentum=momentum,
+      damping=damping,
+      global_step_int=counter['count'],
     )
+    counter.update(state=state, count=counter['count'] + 1)
     return params, state, stats['loss'], stats['aux'].variance
 
   return Optimizer('kfac', optimizer.init, step)
@@ -90,7 +105,10 @@ def _make_optax(loss: LossFn, transform: optax.GradientTransformation, name: str
     return optax.apply_updates(params, updates), state, energy, aux.variance
 
   init = jax.pmap(lambda params, key, walkers: transform.init(params), axis_name=parallel.AXIS)
-  return Optimizer(name, init, jax.pmap(local_step, axis_name=parallel.AXIS))
+  pmapped = jax.pmap(local_step, axis_name=parallel.AXIS)
+  return Optimizer(
+    name, init, lambda params, state, keys, walkers, step: pmapped(params, state, keys, walkers)
+  )
 
 
 def _make_none(loss: LossFn) -> Optimizer:
@@ -98,8 +116,11 @@ def _make_none(loss: LossFn) -> Optimizer:
     energy, aux = loss(params, key, walkers)
     return params, state, energy, aux.variance
 
+  pmapped = jax.pmap(local_step, axis_name=parallel.AXIS)
   return Optimizer(
-    'none', lambda params, keys, walkers: None, jax.pmap(local_step, axis_name=parallel.AXIS)
+    'none',
+    lambda params, keys, walkers: None,
+    lambda params, state, keys, walkers, step: pmapped(params, state, keys, walkers),
   )
 
 

@@ -67,13 +67,15 @@ def make_step(
   learning_rate: float,
   scf_fraction: float,
   mcmc_steps: int,
+  target_acceptance: float = 0.5,
 ):
   """Pretraining pieces, pmapped over devices.
 
   Returns:
     (init_opt, step): ``init_opt(params) -> adam state`` and
     ``step(params, opt_state, walkers, key, width) -> (params, opt_state,
-    walkers, loss, pmove)`` with loss the mean squared orbital error.
+    walkers, width, loss, pmove)`` with loss the mean squared orbital error;
+    the width adapts towards ``target_acceptance`` on the devices.
   """
   orbitals_fn = scf.make_orbitals_fn(hf)
   target = make_target(orbitals_fn, electrons, full_det)
@@ -109,8 +111,10 @@ def make_step(
     params = optax.apply_updates(params, updates)
     log_p = batched_log_prob(params, walkers)
     walkers, _, pmove = sample(params, walkers, log_p, key, width)
-    return params, opt_state, walkers, parallel.pmean(loss), parallel.pmean(pmove)
+    pmove = parallel.pmean(pmove)
+    width = mcmc.adapt_width(width, pmove, target_acceptance)
+    return params, opt_state, walkers, width, parallel.pmean(loss), pmove
 
   init_opt = jax.pmap(adam.init, axis_name=parallel.AXIS)
-  step = jax.pmap(local_step, axis_name=parallel.AXIS, in_axes=(0, 0, 0, 0, None))
+  step = jax.pmap(local_step, axis_name=parallel.AXIS)
   return init_opt, step

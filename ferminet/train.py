@@ -1,9 +1,10 @@
 """One VMC run as a few named steps: setup → (restore | pretrain → burn in) → iterate → summary.
 
-Layout: parameters and optimizer state are replicated over local devices
-(leading axis), walkers are sharded (D, walkers per device, 3N); the width,
-step and key live on the host. ``iteration`` is the whole per-step work: a
-pmapped Metropolis sweep, then an optimizer step on the new walkers.
+Layout: parameters, optimizer state and the MCMC width are replicated over
+local devices (leading axis), walkers are sharded (D, walkers per device, 3N);
+the step and the PRNG key live on the host. ``iteration`` is the whole
+per-step work: a pmapped Metropolis sweep (which also adapts the width), then
+an optimizer step on the new walkers; it never waits for the devices.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from ferminet import (
 from ferminet import config as config_lib
 from ferminet import system as system_lib
 
+# Iterations whose statistics are fetched from the devices together: the host
+# never waits for the devices between these fetches.
+STATS_BATCH = 20
+
 
 class TrainState(NamedTuple):
   """Everything a run carries from one iteration to the next."""
@@ -43,7 +48,7 @@ class TrainState(NamedTuple):
   params: Any  # replicated: leading axis = local devices
   opt_state: Any  # the optimizer's own layout
   walkers: jax.Array  # (devices, walkers per device, 3N), bohr
-  width: float  # Metropolis proposal std, bohr
+  width: jax.Array  # Metropolis proposal std, bohr; replicated (devices,)
   step: int  # completed iterations
   key: jax.Array  # host PRNG key
 
@@ -67,7 +72,7 @@ class Run:
   system: system_lib.System
   network: networks.Network
   optimizer: optimizers.Optimizer
-  sample: Any  # pmapped (params, walkers, keys, width) -> (walkers, pmove)
+  sample: Any  # pmapped (params, walkers, keys, width, adapt) -> (walkers, pmove, width)
   save_path: pathlib.Path
   inference: bool
 
@@ -109,16 +114,24 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     cfg.optim.clip_local_energy,
     cfg.optim.clip_median,
     cfg.optim.center_at_clip,
+    cfg.optim.max_vmap_batch_size,
   )
   optimizer = optimizers.make(vmc_loss, cfg)
-  metropolis = mcmc.make_step(lambda p, x: 2.0 * network.log_abs(p, x), cfg.mcmc.steps)
-  batched_log_prob = jax.vmap(lambda p, x: 2.0 * network.log_abs(p, x), in_axes=(None, 0))
 
-  def local_sample(params, walkers, key, width):
+  def log_prob(params, x):  # log |ψ|² of one walker
+    return 2.0 * network.log_abs(params, x)
+
+  metropolis = mcmc.make_step(log_prob, cfg.mcmc.steps)
+  batched_log_prob = jax.vmap(log_prob, in_axes=(None, 0))
+  target = cfg.mcmc.target_acceptance
+
+  def local_sample(params, walkers, key, width, adapt):
     walkers, _, pmove = metropolis(params, walkers, batched_log_prob(params, walkers), key, width)
-    return walkers, parallel.pmean(pmove)
+    pmove = parallel.pmean(pmove)
+    width = jnp.where(adapt, mcmc.adapt_width(width, pmove, target), width)
+    return walkers, pmove, width
 
-  sample = jax.pmap(local_sample, axis_name=parallel.AXIS, in_axes=(0, 0, 0, None))
+  sample = jax.pmap(local_sample, axis_name=parallel.AXIS, in_axes=(0, 0, 0, 0, None))
   return Run(
     cfg=cfg,
     system=system,
@@ -148,13 +161,15 @@ def fresh_state(run: Run) -> TrainState:
   params = parallel.replicate(run.network.init(k_params))
   walkers = mcmc.init_walkers(k_walkers, run.system, run.cfg.batch_size, run.cfg.mcmc.init_width)
   walkers = parallel.shard(walkers.astype(jax.tree.leaves(params)[0].dtype))
-  return TrainState(params, None, walkers, float(run.cfg.mcmc.move_width), 0, key)
+  width = parallel.replicate(jnp.asarray(run.cfg.mcmc.move_width, walkers.dtype))
+  return TrainState(params, None, walkers, width, 0, key)
 
 
 def init_optimizer(run: Run, state: TrainState) -> TrainState:
-  key, sub = jax.random.split(state.key)
-  opt_state = run.optimizer.init(state.params, parallel.device_keys(sub), state.walkers)
-  return state._replace(opt_state=opt_state, key=key)
+  """A fresh optimizer state. Leaves ``state.key`` as it is, so that a restored
+  run draws the same random numbers as an uninterrupted one."""
+  keys = parallel.device_keys(jax.random.fold_in(state.key, 1))
+  return state._replace(opt_state=run.optimizer.init(state.params, keys, state.walkers))
 
 
 def restore(run: Run) -> tuple[TrainState, str] | None:
@@ -189,7 +204,7 @@ def _state_from(run: Run, data: dict[str, Any], where: str) -> TrainState:
     params=params,
     opt_state=None,
     walkers=parallel.shard(jnp.asarray(walkers, dtype)),
-    width=float(data['width']),
+    width=parallel.replicate(jnp.asarray(data['width'], dtype)),
     step=int(data['step']),
     key=jnp.asarray(data['key']),
   )
@@ -225,7 +240,7 @@ def save(run: Run, state: TrainState) -> pathlib.Path:
       'params': params,
       'opt_state': opt_leaves,
       'walkers': np.asarray(parallel.unshard(state.walkers)),
-      'width': state.width,
+      'width': float(state.width[0]),
       'key': np.asarray(state.key),
       'meta': _meta(run, params),
     },
@@ -247,18 +262,18 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
     cfg.pretrain.lr,
     cfg.pretrain.scf_fraction,
     cfg.mcmc.steps,
+    cfg.mcmc.target_acceptance,
   )
   opt_state = init_opt(state.params)
   params, walkers, width, key = state.params, state.walkers, state.width, state.key
   progress = writers.Progress('pretrain', cfg.pretrain.iterations)
   for i in range(cfg.pretrain.iterations):
     key, sub = jax.random.split(key)
-    params, opt_state, walkers, fit, pmove = step(
+    params, opt_state, walkers, width, fit, pmove = step(
       params, opt_state, walkers, parallel.device_keys(sub), width
     )
-    pmove = float(pmove[0])
-    width = float(mcmc.adapt_width(width, pmove, cfg.mcmc.target_acceptance))
-    progress.update(i + 1, f'orbital MSE {float(fit[0]):.3e} | pmove {pmove:.2f}')
+    if progress.due(i + 1):  # the only host synchronisation
+      progress.update(i + 1, f'orbital MSE {float(fit[0]):.3e} | pmove {float(pmove[0]):.2f}')
   return state._replace(params=params, walkers=walkers, width=width, key=key)
 
 
@@ -267,28 +282,26 @@ def burn_in(run: Run, state: TrainState, iterations: int) -> TrainState:
   walkers, width, key = state.walkers, state.width, state.key
   for _ in range(iterations):
     key, sub = jax.random.split(key)
-    walkers, pmove = run.sample(state.params, walkers, parallel.device_keys(sub), width)
-    width = float(mcmc.adapt_width(width, float(pmove[0]), run.cfg.mcmc.target_acceptance))
+    walkers, _, width = run.sample(state.params, walkers, parallel.device_keys(sub), width, True)
   return state._replace(walkers=walkers, width=width, key=key)
 
 
-def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, float]]:
-  """One VMC iteration: sample, then update parameters on the new walkers."""
+def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One VMC iteration: sample, then update parameters on the new walkers.
+
+  Nothing here waits for the devices: the statistics are returned as device
+  arrays (replicated, (devices,)) and fetched in batches by :func:`run`.
+  """
   key, k_mcmc, k_opt = jax.random.split(state.key, 3)
-  walkers, pmove = run.sample(
-    state.params, state.walkers, parallel.device_keys(k_mcmc), state.width
+  adapt = (state.step + 1) % run.cfg.mcmc.adapt_frequency == 0
+  walkers, pmove, width = run.sample(
+    state.params, state.walkers, parallel.device_keys(k_mcmc), state.width, adapt
   )
   params, opt_state, energy, variance = run.optimizer.step(
-    state.params, state.opt_state, parallel.device_keys(k_opt), walkers
+    state.params, state.opt_state, parallel.device_keys(k_opt), walkers, state.step
   )
-  stats = {
-    'energy': float(energy[0]),
-    'variance': float(variance[0]),
-    'pmove': float(pmove[0]),
-  }
-  width = float(mcmc.adapt_width(state.width, stats['pmove'], run.cfg.mcmc.target_acceptance))
-  new_state = TrainState(params, opt_state, walkers, width, state.step + 1, key)
-  return new_state, stats
+  stats = {'energy': energy, 'variance': variance, 'pmove': pmove}
+  return TrainState(params, opt_state, walkers, width, state.step + 1, key), stats
 
 
 def start(run: Run) -> TrainState:
@@ -332,19 +345,33 @@ def run(cfg: ml_collections.ConfigDict) -> Result:
   total = cfg.optim.iterations
   progress = writers.Progress('inference' if r.inference else 'train', total)
   last_save = time.monotonic()
+  pending: list[tuple[int, dict[str, jax.Array]]] = []
+
+  def flush():
+    """Fetches the pending statistics (one host synchronisation) and writes them."""
+    for step, stats in jax.device_get(pending):
+      stats_writer.write(step, float(stats['energy'][0]), float(stats['pmove'][0]),
+                         float(stats['variance'][0]))  # fmt: skip
+    pending.clear()
+    stats_writer.flush()
+
   try:
     while state.step < total:
       state, stats = iteration(r, state)
-      stats_writer.write(state.step - 1, stats['energy'], stats['pmove'], stats['variance'])
-      progress.update(
-        state.step,
-        f'E {stats["energy"]:.6f} | ewmean {stats_writer.ewmean:.6f} | '
-        f'var {stats["variance"]:.4f} | pmove {stats["pmove"]:.2f}',
-      )
-      if not r.inference and time.monotonic() - last_save > 60 * cfg.log.save_frequency:
-        stats_writer.flush()
+      pending.append((state.step - 1, stats))
+      save_due = not r.inference and time.monotonic() - last_save > 60 * cfg.log.save_frequency
+      if len(pending) >= STATS_BATCH or progress.due(state.step) or save_due:
+        flush()
+        last = stats_writer.last
+        progress.update(
+          state.step,
+          f'E {last["energy"]:.6f} | ewmean {stats_writer.ewmean:.6f} | '
+          f'var {last["variance"]:.4f} | pmove {last["pmove"]:.2f}',
+        )
+      if save_due:
         save(r, state)
         last_save = time.monotonic()
+    flush()
   finally:
     stats_writer.close()
   if not r.inference:

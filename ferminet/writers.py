@@ -30,10 +30,12 @@ class StatsWriter:
         writer.writerow(COLUMNS)
         for r in kept:
           writer.writerow([r[c] for c in COLUMNS])
+    self.last: dict[str, float] = {}
     self._file = self.path.open('a', newline='')
     self._writer = csv.writer(self._file)
 
   def write(self, step: int, energy: float, pmove: float, variance: float) -> None:
+    self.last = {'step': step, 'energy': energy, 'pmove': pmove, 'variance': variance}
     if self.ewmean is None:
       self.ewmean, self.ewvar = energy, 0.0
     else:
@@ -67,19 +69,24 @@ class Progress:
   def __init__(self, label: str, total: int, interval: float = 10.0, stream=None):
     self.label, self.total, self.interval = label, total, interval
     self.stream = stream or sys.stdout
-    self.start = self.last = time.monotonic()
+    self.last = self.mark = time.monotonic()
     self.done = 0
 
-  def update(self, done: int, message: str, force: bool = False) -> None:
-    now = time.monotonic()
-    self.done = done
-    if not force and now - self.last < self.interval and done < self.total:
+  def due(self, done: int) -> bool:
+    """Whether a line is due (interval elapsed, or the last iteration)."""
+    return done >= self.total or time.monotonic() - self.last >= self.interval
+
+  def update(self, done: int, message: str) -> None:
+    """Prints ``message`` with iterations/s and ETA if a line is due."""
+    if not self.due(done):
       return
+    now = time.monotonic()
     self.last = now
-    rate = (now - self.start) / max(done, 1)
-    eta = rate * (self.total - done)
+    speed = (done - self.done) / max(now - self.mark, 1e-9)
+    self.done, self.mark = done, now
+    eta = (self.total - done) / max(speed, 1e-9)
     print(
-      f'{self.label} {done}/{self.total} | {message} | {rate:.3g} s/it | eta {eta:.0f} s',
+      f'{self.label} {done}/{self.total} | {message} | {speed:.3g} it/s | eta {eta:.0f} s',
       file=self.stream,
       flush=True,
     )

@@ -56,3 +56,24 @@ def test_unclipped_gradient_is_the_covariance():
   s = np.asarray(walkers).sum(1)
   e_l = s**2
   np.testing.assert_allclose(grad['c'][0], 2 * np.mean((e_l - e_l.mean()) * s), rtol=1e-12)
+
+
+def test_chunked_local_energies_match():
+  """max_vmap_batch_size evaluates the same loss in chunks (with a remainder)."""
+
+  def log_abs(p, x):
+    return -p['a'] * jnp.linalg.norm(x)
+
+  def local_energy(p, x):
+    return jnp.sum(jnp.sin(x)) * p['a'], {}
+
+  walkers = jax.random.normal(jax.random.PRNGKey(0), (1, 7, 3))
+  params = {'a': jnp.asarray(0.9)}
+  outputs = []
+  for chunk in (0, 3):
+    vmc = loss.make_loss(log_abs, local_energy, max_vmap_batch_size=chunk)
+    f = jax.vmap(
+      jax.value_and_grad(vmc, has_aux=True), in_axes=(None, None, 0), axis_name=parallel.AXIS
+    )
+    outputs.append(f(params, None, walkers))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), *outputs)

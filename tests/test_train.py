@@ -61,15 +61,21 @@ def test_kfac_end_to_end(kfac_run):
   assert (path / 'ckpt_00000006.pkl').exists()
 
 
-def test_restore_continues_csv(kfac_run):
+def test_restore_continues_csv(kfac_run, tmp_path):
   _, path = kfac_run
   # A row written after the last checkpoint (as if the job died) must be replaced, not duplicated.
   with open(path / 'train_stats.csv', 'a') as f:
     f.write('6,-0.5,-0.5,0,0.5,0.01\n')
   result = train.train(tiny_config(path, iterations=10))
-  steps, _ = _steps(path / 'train_stats.csv')
+  steps, rows = _steps(path / 'train_stats.csv')
   assert steps == list(range(10))
   assert result.state.step == 10
+  # Continuing is exact: the same energies as one uninterrupted run of 10 iterations.
+  train.train(tiny_config(tmp_path, iterations=10))
+  _, straight = _steps(tmp_path / 'train_stats.csv')
+  np.testing.assert_allclose(
+    [float(r['energy']) for r in rows], [float(r['energy']) for r in straight], rtol=1e-9
+  )
 
 
 @pytest.mark.parametrize('optimizer', ['adam', 'none'])
@@ -103,9 +109,10 @@ def test_pretraining_fits_hartree_fock(tmp_path):
   init_opt, step = pretrain.make_step(run.network, hf, (1, 1), True, 3e-3, 1.0, 3)
   state = train.fresh_state(run)
   params, opt_state, walkers, losses = state.params, init_opt(state.params), state.walkers, []
+  width = state.width
   for i in range(60):
     keys = parallel.device_keys(jax.random.PRNGKey(i))
-    params, opt_state, walkers, fit, _ = step(params, opt_state, walkers, keys, 0.3)
+    params, opt_state, walkers, width, fit, _ = step(params, opt_state, walkers, keys, width)
     losses.append(float(fit[0]))
   assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
   # The whole path: fresh state -> 300 pretraining steps -> burn-in -> inference.
@@ -115,18 +122,23 @@ def test_pretraining_fits_hartree_fock(tmp_path):
 
 @pytest.mark.skipif(sys.platform != 'linux', reason='fake CPU devices')
 def test_two_devices(tmp_path):
-  """The same tiny kfac run on 2 (fake CPU) devices, in a fresh process."""
-  code = (
-    'import sys; sys.path.insert(0, "tests");'
-    'import jax; assert jax.local_device_count() == 2;'
-    'from test_train import tiny_config; from ferminet import train;'
-    f'r = train.train(tiny_config({str(tmp_path)!r}, iterations=4));'
-    'print("ENERGY", r.energy)'
-  )
+  """Tiny kfac, adam and none runs on 2 (fake CPU) devices, in a fresh process."""
+  code = f"""
+import pathlib, sys
+sys.path.insert(0, 'tests')
+import jax
+assert jax.local_device_count() == 2
+from test_train import tiny_config
+from ferminet import train
+for opt in ('kfac', 'adam', 'none'):
+  train.train(tiny_config(pathlib.Path({str(tmp_path)!r}) / opt, optimizer=opt, iterations=4))
+"""
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
   out = subprocess.run(
     [sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
   )
   assert out.returncode == 0, out.stderr[-3000:]
-  steps, _ = _steps(tmp_path / 'train_stats.csv')
-  assert steps == list(range(4))
+  for opt in ('kfac', 'adam', 'none'):
+    name = 'inference_stats.csv' if opt == 'none' else 'train_stats.csv'
+    steps, _ = _steps(tmp_path / opt / name)
+    assert steps == list(range(4))
