@@ -93,7 +93,9 @@ def _local_energy_rate(system, batch, laplacian, network, repeats=3):
   net = networks.make(cfg.network, sys_)
   params = net.init(jax.random.PRNGKey(0))
   walkers = mcmc.init_walkers(jax.random.PRNGKey(1), sys_, batch, 1.0)
-  energy = hamiltonian.make_local_energy(net.log_abs, sys_, laplacian)
+  energy = hamiltonian.make_local_energy(
+    net.log_abs, sys_, laplacian, cfg.optim.forward_laplacian_sparsity
+  )
   fn = jax.jit(jax.vmap(lambda x: energy(params, x)[0]))
   jax.block_until_ready(fn(walkers))
   start = time.perf_counter()

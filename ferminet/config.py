@@ -74,7 +74,9 @@ def default() -> ml_collections.ConfigDict:
         'iterations': 1000000,
         'optimizer': 'kfac',  # kfac | adam | none (inference)
         'laplacian': 'forward',  # forward (folx) | hessian (exact loop)
-        'forward_laplacian_sparsity': 0,  # folx sparsity_threshold (0: dense)
+        # folx sparsity_threshold: 6 keeps the two-electron stream sparse (measured
+        # +20% local energies/s at N2 and bicyclobutane on CPU); 0 is fully dense.
+        'forward_laplacian_sparsity': 6,
         # Local energies of at most this many walkers at once (memory bound); 0: all.
         'max_vmap_batch_size': 0,
         'lr': {'rate': 0.05, 'decay': 1.0, 'delay': 10000.0},

@@ -280,9 +280,14 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
 def burn_in(run: Run, state: TrainState, iterations: int) -> TrainState:
   """Metropolis sweeps with fixed parameters, adapting the width."""
   walkers, width, key = state.walkers, state.width, state.key
-  for _ in range(iterations):
+  progress = writers.Progress('burn-in', iterations)
+  for i in range(iterations):
     key, sub = jax.random.split(key)
-    walkers, _, width = run.sample(state.params, walkers, parallel.device_keys(sub), width, True)
+    walkers, pmove, width = run.sample(
+      state.params, walkers, parallel.device_keys(sub), width, True
+    )
+    if progress.due(i + 1):
+      progress.update(i + 1, f'pmove {float(pmove[0]):.2f} | width {float(width[0]):.3f} bohr')
   return state._replace(walkers=walkers, width=width, key=key)
 
 

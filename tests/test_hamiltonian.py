@@ -113,8 +113,8 @@ def n2_sampled():
   return system, params, walkers
 
 
-@pytest.mark.parametrize('dtype', [jnp.float32, jnp.float64])
-def test_forward_matches_hessian_at_n2_size(n2_sampled, dtype):
+@pytest.mark.parametrize('dtype, sparsity', [(jnp.float32, 6), (jnp.float64, 0), (jnp.float64, 6)])
+def test_forward_matches_hessian_at_n2_size(n2_sampled, dtype, sparsity):
   """Local energies of 14 electrons: forward equals hessian, in float32 and float64.
 
   float64: to 1e-10 everywhere. float32: to 1e-5 for the median walker; single
@@ -127,7 +127,7 @@ def test_forward_matches_hessian_at_n2_size(n2_sampled, dtype):
   walkers = walkers.astype(dtype)
   energies = {}
   for method in ('forward', 'hessian'):
-    fn = hamiltonian.make_local_energy(net.log_abs, system, method)
+    fn = hamiltonian.make_local_energy(net.log_abs, system, method, sparsity)
     energies[method] = jax.jit(jax.vmap(fn, in_axes=(None, 0)))(params, walkers)[0]
     assert energies[method].dtype == dtype
   rel = np.abs(energies['forward'] - energies['hessian']) / np.abs(energies['hessian'])
