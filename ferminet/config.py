@@ -74,9 +74,10 @@ def default() -> ml_collections.ConfigDict:
         'iterations': 1000000,
         'optimizer': 'kfac',  # kfac | adam | none (inference)
         'laplacian': 'forward',  # forward (folx) | hessian (exact loop)
-        # folx sparsity_threshold: 6 keeps the two-electron stream sparse (measured
-        # +20% local energies/s at N2 and bicyclobutane on CPU); 0 is fully dense.
-        'forward_laplacian_sparsity': 6,
+        # folx sparsity_threshold; -1 = auto: 6 (sparse two-electron stream) from 10
+        # electrons on, else 0 (dense). Measured on CPU: +20% local energies/s at N2 and
+        # bicyclobutane with 6, but 3x slower for Li, where the sparse bookkeeping dominates.
+        'forward_laplacian_sparsity': -1,
         # Local energies of at most this many walkers at once (memory bound); 0: all.
         'max_vmap_batch_size': 0,
         'lr': {'rate': 0.05, 'decay': 1.0, 'delay': 10000.0},
@@ -196,6 +197,8 @@ def check(cfg: ml_collections.ConfigDict) -> None:
       raise errors.ConfigError(f'{key} must be >= 0')
   if cfg.mcmc.adapt_frequency <= 0:
     raise errors.ConfigError('mcmc.adapt_frequency must be >= 1')
+  if cfg.optim.forward_laplacian_sparsity < -1:
+    raise errors.ConfigError('optim.forward_laplacian_sparsity must be >= 0, or -1 (auto)')
   if cfg.optim.max_vmap_batch_size < 0:
     raise errors.ConfigError('optim.max_vmap_batch_size must be >= 0 (0: no chunking)')
   if cfg.mcmc.steps <= 0:

@@ -89,6 +89,17 @@ def make_kinetic_energy(
   return kinetic
 
 
+AUTO_SPARSITY = 6  # folx sparsity threshold used by sparsity -1 from AUTO_SPARSITY_ELECTRONS on
+AUTO_SPARSITY_ELECTRONS = 10
+
+
+def resolve_sparsity(sparsity_threshold: int, n_electrons: int) -> int:
+  """folx sparsity threshold: the given value, or for -1 (auto) 6 for ≥ 10 electrons, else 0."""
+  if sparsity_threshold >= 0:
+    return sparsity_threshold
+  return AUTO_SPARSITY if n_electrons >= AUTO_SPARSITY_ELECTRONS else 0
+
+
 def make_local_energy(
   log_abs: LogAbsFn,
   system: system_lib.System,
@@ -101,7 +112,8 @@ def make_local_energy(
     ``local_energy(params, x) -> (E_L, terms)``: E_L in hartree (scalar) and a
     dict of its parts 'kinetic', 'ee', 'en', 'nn'. x has shape (n * 3,), bohr.
   """
-  kinetic = make_kinetic_energy(log_abs, laplacian, sparsity_threshold)
+  sparsity = resolve_sparsity(sparsity_threshold, system.n_electrons)
+  kinetic = make_kinetic_energy(log_abs, laplacian, sparsity)
   nuclei = np.asarray(system.coords)
   charges = np.asarray(system.charges)
 
