@@ -84,17 +84,14 @@ def default() -> ml_collections.ConfigDict:
         'clip_local_energy': 5.0,  # in units of the mean absolute deviation
         'clip_median': False,
         'center_at_clip': True,
-        'reset_if_nan': False,
         'kfac': {
           'invert_every': 1,
           'cov_update_every': 1,
           'damping': 0.001,
           'cov_ema_decay': 0.95,
           'momentum': 0.0,
-          'momentum_type': 'regular',
           'min_damping': 1.0e-4,
           'norm_constraint': 0.001,
-          'mean_center': True,
           'l2_reg': 0.0,
           'register_only_generic': False,
         },
@@ -109,16 +106,11 @@ def default() -> ml_collections.ConfigDict:
         'lr': 3.0e-4,
       },
       'log': {
-        'stats_frequency': 1,
         'save_frequency': 10.0,  # minutes
         'save_path': '',
         'restore_path': '',
-        'walkers': False,
-        'local_energies': False,
       },
       'debug': {
-        'check_nan': False,
-        'deterministic': False,
         'seed': 0,
         'float64': False,
       },
@@ -190,6 +182,9 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   _check_choice('optim.laplacian', cfg.optim.laplacian, LAPLACIANS)
   _check_choice('network.envelope_type', cfg.network.envelope_type, ENVELOPES)
   _check_choice('pretrain.hf_method', cfg.pretrain.hf_method, HF_METHODS)
+  _check_choice('network.network_type', cfg.network.network_type, ('ferminet',))
+  _check_choice('optim.objective', cfg.optim.objective, ('vmc',))
+  _check_choice('pretrain.method', cfg.pretrain.method, ('hf',))
   if cfg.batch_size <= 0:
     raise errors.ConfigError(f'batch_size must be > 0, got {cfg.batch_size}')
   for key in ('optim.iterations', 'pretrain.iterations', 'mcmc.burn_in'):

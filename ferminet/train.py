@@ -250,7 +250,7 @@ def save(run: Run, state: TrainState) -> pathlib.Path:
 def run_pretrain(run: Run, state: TrainState) -> TrainState:
   """Fits the network orbitals to Hartree–Fock for ``pretrain.iterations`` steps."""
   cfg = run.cfg
-  if cfg.pretrain.iterations == 0 or cfg.pretrain.method != 'hf':
+  if cfg.pretrain.iterations == 0:
     return state
   hf = scf.hartree_fock(run.system, cfg.pretrain.basis, cfg.pretrain.hf_method)
   print(f'Hartree-Fock ({hf.method}/{cfg.pretrain.basis}): {hf.energy:.6f} Ha', flush=True)
