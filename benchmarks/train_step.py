@@ -47,7 +47,7 @@ def measure(system: str, batch: int, iterations: int, float64: bool) -> dict:
   keys = parallel.device_keys(jax.random.PRNGKey(0))
   sample_s = timed(lambda: run.sample(state.params, state.walkers, keys, state.width, True))
   optimizer_s = timed(
-    lambda: run.optimizer.step(state.params, state.opt_state, keys, state.walkers, state.step)
+    lambda: run.optimizer.step(state.params, state.opt_state, keys, state.walkers)
   )
   box = {'state': state}
 

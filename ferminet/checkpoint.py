@@ -56,10 +56,14 @@ def save(directory: pathlib.Path, data: dict[str, Any], keep: int = 3) -> pathli
 
 
 def load(path: pathlib.Path) -> dict[str, Any]:
-  with pathlib.Path(path).open('rb') as f:
-    data = pickle.load(f)
+  """Reads one checkpoint; a file that is not one raises errors.ConfigError."""
+  try:
+    with pathlib.Path(path).open('rb') as f:
+      data = pickle.load(f)
+  except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
+    raise errors.ConfigError(f'cannot read checkpoint {path}: {e}') from None
   if not isinstance(data, dict) or data.get('format_version') != FORMAT_VERSION:
-    raise ValueError(f'{path} is not a ferminet checkpoint (format {FORMAT_VERSION})')
+    raise errors.ConfigError(f'{path} is not a ferminet checkpoint (format {FORMAT_VERSION})')
   return data
 
 
@@ -79,11 +83,10 @@ def check_compatible(meta: dict[str, Any], expected: dict[str, Any], where: str)
   """Raises a clear error when a checkpoint belongs to another system or network."""
   for key, value in expected.items():
     got = meta.get(key)
-    same = (
-      np.allclose(np.asarray(got), np.asarray(value))
-      if isinstance(value, np.ndarray) and got is not None and np.shape(got) == np.shape(value)
-      else got == value
-    )
+    if isinstance(value, np.ndarray):
+      same = got is not None and np.shape(got) == np.shape(value) and np.allclose(got, value)
+    else:
+      same = got == value
     if not same:
       raise errors.ConfigError(
         f'checkpoint in {where} does not match this run: {key} is {got}, expected {value}; '

@@ -122,7 +122,7 @@ def summary(cfg) -> list[str]:
   hf = scf.hartree_fock(system, cfg.pretrain.basis, cfg.pretrain.hf_method)
   network = networks.make(cfg.network, system)
   params = jax.eval_shape(network.init, jax.random.PRNGKey(0))
-  n_dev = jax.device_count()
+  n_dev = jax.local_device_count()
   if cfg.batch_size % n_dev:
     raise errors.ConfigError(
       f'batch_size {cfg.batch_size} is not divisible by the {n_dev} devices: '

@@ -32,7 +32,7 @@ def default() -> ml_collections.ConfigDict:
   """The default config: the only home of default values. Returned locked."""
   cfg = ml_collections.ConfigDict(
     {
-      # Total number of walkers over all devices and hosts.
+      # Total number of walkers over all local devices (one host; multi-host is not yet supported).
       'batch_size': 4096,
       'system': {
         'name': '',  # label for the reference table (e.g. 'Li', 'N2'); set by resolve()
@@ -45,7 +45,9 @@ def default() -> ml_collections.ConfigDict:
         # Parameters of a named structure (bond length in system.units).
         'bond_length': config_dict.placeholder(float),
         'angle': config_dict.placeholder(float),  # degrees (H4)
-        'units': 'bohr',  # of bond_length and of the atoms' coordinates
+        # Units of bond_length and of system.molecule coordinates (default bohr) and of
+        # an xyz file without a units= comment (default angstrom, the xyz convention).
+        'units': config_dict.placeholder(str),
         'charge': 0,  # total charge in e
         'spin_polarisation': config_dict.placeholder(int),  # n_alpha - n_beta
         'electrons': (),  # (n_alpha, n_beta); derived when empty
@@ -157,15 +159,15 @@ def build_system(cfg: ml_collections.ConfigDict) -> system_lib.System:
   if s.atom:
     atoms = [system_lib.Atom(s.atom, (0.0, 0.0, 0.0))]
   elif s.molecule_name:
-    atoms = molecules.build(s.molecule_name, s.bond_length, s.angle, s.units)
+    atoms = molecules.build(s.molecule_name, s.bond_length, s.angle, s.units or 'bohr')
   elif s.xyz:
-    atoms, _ = system_lib.read_xyz(s.xyz, s.units)
+    atoms, _ = system_lib.read_xyz(s.xyz, s.units)  # None: the file's units, else angstrom
   elif s.pyscf_mol is not None:
     mol = system_lib.from_pyscf(s.pyscf_mol)
     atoms, electrons = list(mol.atoms), electrons or mol.electrons
   elif s.molecule:
     atoms = [
-      a if isinstance(a, system_lib.Atom) else system_lib.Atom(*a, units=s.units)
+      a if isinstance(a, system_lib.Atom) else system_lib.Atom(*a, units=s.units or 'bohr')
       for a in s.molecule
     ]
   else:
@@ -190,6 +192,21 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   for key in ('optim.iterations', 'pretrain.iterations', 'mcmc.burn_in'):
     if cfg[key.split('.')[0]][key.split('.')[1]] < 0:
       raise errors.ConfigError(f'{key} must be >= 0')
+  positive = {
+    'optim.lr.delay': cfg.optim.lr.delay,
+    'optim.lr.rate': cfg.optim.lr.rate,
+    'mcmc.init_width': cfg.mcmc.init_width,
+    'mcmc.move_width': cfg.mcmc.move_width,
+    'log.save_frequency': cfg.log.save_frequency,
+    'pretrain.lr': cfg.pretrain.lr,
+  }
+  for key, value in positive.items():
+    if not value > 0:
+      raise errors.ConfigError(f'{key} must be > 0, got {value}')
+  if not 0 < cfg.mcmc.target_acceptance < 1:
+    raise errors.ConfigError('mcmc.target_acceptance must be between 0 and 1 (default 0.5)')
+  if not 0 <= cfg.pretrain.scf_fraction <= 1:
+    raise errors.ConfigError('pretrain.scf_fraction must be between 0 and 1')
   if cfg.mcmc.adapt_frequency <= 0:
     raise errors.ConfigError('mcmc.adapt_frequency must be >= 1')
   if cfg.optim.forward_laplacian_sparsity < -1:

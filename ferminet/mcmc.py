@@ -17,9 +17,10 @@ import numpy as np
 
 from ferminet import system as system_lib
 
-# width *= exp(ADAPT_GAIN * (pmove - target)) after every iteration, clipped to
-# a factor of 2: from the default 0.02 bohr the target is reached within ~10
-# iterations, and at equilibrium the update is as small as the noise of pmove.
+# width *= exp(ADAPT_GAIN * (pmove - target)) after every iteration (a factor
+# within e^±0.5 for gain 1; the clip to [0.5, 2] only guards larger gains): from
+# the default 0.02 bohr the target is reached within ~10 iterations, and at
+# equilibrium the update is as small as the noise of pmove.
 ADAPT_GAIN = 1.0
 MIN_WIDTH, MAX_WIDTH = 1e-4, 10.0  # bohr
 

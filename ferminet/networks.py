@@ -93,8 +93,8 @@ def features(x: jax.Array, nuclei: jax.Array) -> tuple[jax.Array, jax.Array, jax
   ae = pos[:, None, :] - nuclei[None, :, :]
   r_ae = jnp.linalg.norm(ae, axis=-1)
   ee = pos[:, None, :] - pos[None, :, :]
-  # The identity on the diagonal keeps the norm differentiable where r_ii = 0;
-  # the diagonal distance is then 1 instead of 0, as a fixed feature.
+  # Adding 1 to every component on the diagonal keeps the norm differentiable
+  # where r_ii = 0; the self-distance is then the constant sqrt(3).
   r_ee = jnp.linalg.norm(ee + jnp.eye(n, dtype=x.dtype)[..., None], axis=-1)
   one = jnp.concatenate([ae, r_ae[..., None]], axis=-1).reshape(n, -1)
   two = jnp.concatenate([ee, r_ee[..., None]], axis=-1)

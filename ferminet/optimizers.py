@@ -26,8 +26,8 @@ LossFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]]
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
-  """``init(params, keys, walkers) -> state``; ``step(params, state, keys, walkers,
-  step) -> (params, state, energy, variance)`` with ``step`` the iteration number."""
+  """``init(params, keys, walkers) -> state``; ``step(params, state, keys, walkers)
+  -> (params, state, energy, variance)``."""
 
   name: str
   init: Callable[..., Any]
@@ -76,8 +76,7 @@ def _make_kfac(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
   # only when a state arrives that this function did not return (start, restore).
   counter: dict[str, Any] = {'state': None, 'count': 0}
 
-  def step(params, state, keys, walkers, iteration):
-    del iteration  # the learning-rate schedule uses kfac-jax's own counter
+  def step(params, state, keys, walkers):
     if counter['state'] is not state:
       counter['count'] = int(state.step_counter[0])
     params, state, stats = optimizer.step(
@@ -106,9 +105,7 @@ def _make_optax(loss: LossFn, transform: optax.GradientTransformation, name: str
 
   init = jax.pmap(lambda params, key, walkers: transform.init(params), axis_name=parallel.AXIS)
   pmapped = jax.pmap(local_step, axis_name=parallel.AXIS)
-  return Optimizer(
-    name, init, lambda params, state, keys, walkers, step: pmapped(params, state, keys, walkers)
-  )
+  return Optimizer(name, init, pmapped)
 
 
 def _make_none(loss: LossFn) -> Optimizer:
@@ -120,7 +117,7 @@ def _make_none(loss: LossFn) -> Optimizer:
   return Optimizer(
     'none',
     lambda params, keys, walkers: None,
-    lambda params, state, keys, walkers, step: pmapped(params, state, keys, walkers),
+    pmapped,
   )
 
 

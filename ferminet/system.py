@@ -262,7 +262,11 @@ def read_xyz(
     parts = line.split()
     if len(parts) < 4:
       raise errors.InvalidSystemError(f'{path.name}: bad atom line {line!r}')
-    atoms.append(Atom(parts[0], tuple(float(x) for x in parts[1:4]), units=file_units))
+    try:
+      coords = tuple(float(x) for x in parts[1:4])
+    except ValueError:
+      raise errors.InvalidSystemError(f'{path.name}: bad coordinates in line {line!r}') from None
+    atoms.append(Atom(parts[0], coords, units=file_units))
   if len(atoms) != n:
     raise errors.InvalidSystemError(f'{path.name}: expected {n} atoms, found {len(atoms)}')
   return atoms, meta

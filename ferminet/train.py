@@ -157,7 +157,7 @@ def _meta(run: Run, params: Any) -> dict[str, Any]:
 def fresh_state(run: Run) -> TrainState:
   """New parameters and walkers (before pretraining)."""
   key = jax.random.PRNGKey(run.cfg.debug.seed)
-  key, k_params, k_walkers, k_opt = jax.random.split(key, 4)
+  key, k_params, k_walkers = jax.random.split(key, 3)
   params = parallel.replicate(run.network.init(k_params))
   walkers = mcmc.init_walkers(k_walkers, run.system, run.cfg.batch_size, run.cfg.mcmc.init_width)
   walkers = parallel.shard(walkers.astype(jax.tree.leaves(params)[0].dtype))
@@ -303,7 +303,7 @@ def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Ar
     state.params, state.walkers, parallel.device_keys(k_mcmc), state.width, adapt
   )
   params, opt_state, energy, variance = run.optimizer.step(
-    state.params, state.opt_state, parallel.device_keys(k_opt), walkers, state.step
+    state.params, state.opt_state, parallel.device_keys(k_opt), walkers
   )
   stats = {'energy': energy, 'variance': variance, 'pmove': pmove}
   return TrainState(params, opt_state, walkers, width, state.step + 1, key), stats
@@ -348,7 +348,7 @@ def run(cfg: ml_collections.ConfigDict) -> Result:
   csv_path = r.save_path / ('inference_stats.csv' if r.inference else 'train_stats.csv')
   stats_writer = writers.StatsWriter(csv_path, first_step=state.step)
   total = cfg.optim.iterations
-  progress = writers.Progress('inference' if r.inference else 'train', total)
+  progress = writers.Progress('inference' if r.inference else 'train', total, start=state.step)
   last_save = time.monotonic()
   pending: list[tuple[int, dict[str, jax.Array]]] = []
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
 import pathlib
 import sys
 import time
+
+from ferminet import errors
 
 COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance')
 EW_ALPHA = 0.1  # weight of the newest energy in the exponentially weighted mean
@@ -14,8 +17,9 @@ EW_ALPHA = 0.1  # weight of the newest energy in the exponentially weighted mean
 class StatsWriter:
   """Appends one row per iteration to a CSV with the reference's columns.
 
-  A resumed run appends: rows at or after the first new step are dropped from
-  the existing file first, so steps are never duplicated.
+  A resumed run appends: rows at or after the first new step, and a
+  half-written last row, are dropped from the existing file first, so steps are
+  never duplicated.
   """
 
   def __init__(self, path: pathlib.Path, first_step: int):
@@ -24,12 +28,15 @@ class StatsWriter:
     kept = [r for r in rows if int(r['step']) < first_step]
     self.ewmean = float(kept[-1]['ewmean']) if kept else None
     self.ewvar = float(kept[-1]['ewvar']) if kept else 0.0
-    if len(kept) != len(rows) or not self.path.exists():
-      with self.path.open('w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for r in kept:
-          writer.writerow([r[c] for c in COLUMNS])
+    # Rewrite the kept rows (dropping later or half-written ones) to a temporary
+    # file and rename it over the old one, so the history survives a crash here.
+    tmp = self.path.with_suffix('.csv.tmp')
+    with tmp.open('w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(COLUMNS)
+      for r in kept:
+        writer.writerow([r[c] for c in COLUMNS])
+    os.replace(tmp, self.path)
     self.last: dict[str, float] = {}
     self._file = self.path.open('a', newline='')
     self._writer = csv.writer(self._file)
@@ -55,22 +62,39 @@ class StatsWriter:
 
 
 def read_rows(path: pathlib.Path) -> list[dict[str, str]]:
-  """The rows of a stats CSV ([] if it does not exist)."""
+  """The complete rows of a stats CSV ([] if it does not exist).
+
+  A half-written last row (a job killed while writing) is dropped; a file with
+  other columns is an error, so another program's CSV is never overwritten.
+  """
   path = pathlib.Path(path)
   if not path.exists():
     return []
   with path.open(newline='') as f:
-    return list(csv.DictReader(f))
+    reader = csv.DictReader(f)
+    if reader.fieldnames is not None and tuple(reader.fieldnames) != COLUMNS:
+      raise errors.ConfigError(
+        f"{path} has columns {reader.fieldnames}, not ferminet's {list(COLUMNS)}: "
+        'use another log.save_path'
+      )
+    return [row for row in reader if _complete(row)]
+
+
+def _complete(row: dict[str, str | None]) -> bool:
+  try:
+    return all(row[c] is not None for c in COLUMNS) and bool(int(row['step']) >= 0)
+  except ValueError:
+    return False
 
 
 class Progress:
   """A one-line progress report at most every ``interval`` seconds (and at the end)."""
 
-  def __init__(self, label: str, total: int, interval: float = 10.0, stream=None):
+  def __init__(self, label: str, total: int, interval: float = 10.0, stream=None, start: int = 0):
     self.label, self.total, self.interval = label, total, interval
     self.stream = stream or sys.stdout
     self.last = self.mark = time.monotonic()
-    self.done = 0
+    self.done = start
 
   def due(self, done: int) -> bool:
     """Whether a line is due (interval elapsed, or the last iteration)."""

@@ -152,3 +152,29 @@ def test_cli_missing_config_file():
 def test_cli_help():
   out = _cli('--help')
   assert out.returncode == 0 and '--config' in out.stdout
+
+
+def test_xyz_config_defaults_to_angstrom(tmp_path):
+  path = tmp_path / 'h2.xyz'
+  path.write_text('2\nhydrogen\nH 0 0 0\nH 0 0 0.74\n')
+  cfg = _load(ROOT / 'configs' / 'organic.py')
+  cfg.system.molecule_name = ''
+  cfg.system.xyz = str(path)
+  system = config_lib.system_of(config_lib.resolve(cfg))
+  assert system.nuclear_repulsion() == pytest.approx(1 / (0.74 * 1.8897261246), rel=1e-8)
+
+
+@pytest.mark.parametrize(
+    'key, value',
+    [('optim.lr.delay', 0.0), ('mcmc.target_acceptance', 1.5), ('log.save_frequency', -1.0),
+     ('mcmc.move_width', 0.0), ('pretrain.scf_fraction', 2.0)],
+)  # fmt: skip
+def test_out_of_range_values_raise(key, value):
+  cfg = _load(ROOT / 'configs' / 'atom.py')
+  section, _, leaf = key.rpartition('.')
+  node = cfg
+  for part in section.split('.'):
+    node = node[part]
+  node[leaf] = value
+  with pytest.raises(errors.ConfigError, match=key):
+    config_lib.resolve(cfg)

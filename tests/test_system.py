@@ -108,3 +108,20 @@ def test_every_molecule_name_builds():
     assert system.charge == 0
   with pytest.raises(errors.ConfigError, match='known: '):
     molecules.build('unobtainium')
+
+
+def test_xyz_units(tmp_path):
+  """An xyz file without units= is angstrom (the xyz convention); units= or the argument wins."""
+  plain = tmp_path / 'h2.xyz'
+  plain.write_text('2\nhydrogen\nH 0 0 0\nH 0 0 0.74\n')
+  atoms, _ = system_lib.read_xyz(plain)
+  assert atoms[1].coords[2] == pytest.approx(0.74 * system_lib.BOHR_PER_ANGSTROM)
+  atoms, _ = system_lib.read_xyz(plain, 'bohr')
+  assert atoms[1].coords[2] == pytest.approx(0.74)
+  tagged = tmp_path / 'h2_bohr.xyz'
+  tagged.write_text('2\nunits=bohr\nH 0 0 0\nH 0 0 1.4\n')
+  assert system_lib.read_xyz(tagged, 'angstrom')[0][1].coords[2] == pytest.approx(1.4)
+  bad = tmp_path / 'bad.xyz'
+  bad.write_text('1\n\nH 0 zero 0\n')
+  with pytest.raises(errors.InvalidSystemError, match='bad coordinates'):
+    system_lib.read_xyz(bad)
