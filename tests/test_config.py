@@ -178,3 +178,11 @@ def test_out_of_range_values_raise(key, value):
   node[leaf] = value
   with pytest.raises(errors.ConfigError, match=key):
     config_lib.resolve(cfg)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+def test_cli_dry_run_every_shipped_config(path):
+  out = _cli('--config', str(path.relative_to(ROOT)), '--dry_run')
+  assert out.returncode == 0, out.stderr
+  lines = dict(line.split(': ', 1) for line in out.stdout.splitlines())
+  assert float(lines['hf_energy_Ha']) < 0 and lines['hf_converged'] == 'True'
