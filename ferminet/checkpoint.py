@@ -11,7 +11,6 @@ folder, written to a temporary file, fsynced and renamed.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import pickle
 import re
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ferminet import errors
+from ferminet import errors, writers
 
 _PATTERN = re.compile(r'ckpt_(\d+)\.pkl$')
 FORMAT_VERSION = 1
@@ -43,13 +42,8 @@ def save(directory: pathlib.Path, data: dict[str, Any], keep: int = 3) -> pathli
   """Writes ``data`` (with key 'step') atomically; keeps the newest ``keep`` files."""
   directory = pathlib.Path(directory)
   path = path_for(directory, int(data['step']))
-  tmp = path.with_suffix('.pkl.tmp')
-  payload = dict(data, format_version=FORMAT_VERSION)
-  with tmp.open('wb') as f:
-    pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  with writers.atomic_open(path, 'wb') as f:
+    pickle.dump(dict(data, format_version=FORMAT_VERSION), f, protocol=pickle.HIGHEST_PROTOCOL)
   for old in list_checkpoints(directory)[:-keep]:
     old.unlink(missing_ok=True)
   return path

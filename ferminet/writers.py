@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import pathlib
 import sys
 import time
+from collections.abc import Iterator
+from typing import IO
 
 from ferminet import errors
 
 COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance')
 EW_ALPHA = 0.1  # weight of the newest energy in the exponentially weighted mean
+
+
+@contextlib.contextmanager
+def atomic_open(path: pathlib.Path, mode: str = 'w', **kwargs) -> Iterator[IO]:
+  """Writes to ``path.tmp``; on success fsyncs it and renames it over ``path``.
+
+  Readers see the old file or the complete new one, never a partial write.
+  """
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + '.tmp')
+  with tmp.open(mode, **kwargs) as f:
+    yield f
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 class StatsWriter:
@@ -30,13 +48,11 @@ class StatsWriter:
     self.ewvar = float(kept[-1]['ewvar']) if kept else 0.0
     # Rewrite the kept rows (dropping later or half-written ones) to a temporary
     # file and rename it over the old one, so the history survives a crash here.
-    tmp = self.path.with_suffix('.csv.tmp')
-    with tmp.open('w', newline='') as f:
+    with atomic_open(self.path, 'w', newline='') as f:
       writer = csv.writer(f)
       writer.writerow(COLUMNS)
       for r in kept:
         writer.writerow([r[c] for c in COLUMNS])
-    os.replace(tmp, self.path)
     self.last: dict[str, float] = {}
     self._file = self.path.open('a', newline='')
     self._writer = csv.writer(self._file)
