@@ -14,12 +14,14 @@ the result again.
 from __future__ import annotations
 
 import difflib
+import os
+import pathlib
 from collections.abc import Iterator
 
 import ml_collections
 from ml_collections import config_dict
 
-from ferminet import errors, molecules
+from ferminet import checkpoint, errors, molecules
 from ferminet import system as system_lib
 
 OPTIMIZERS = ('kfac', 'adam', 'none')
@@ -82,6 +84,10 @@ def default() -> ml_collections.ConfigDict:
         'forward_laplacian_sparsity': -1,
         # Local energies of at most this many walkers at once (memory bound); 0: all.
         'max_vmap_batch_size': 0,
+        # An iteration whose energy or new parameters are not finite is rolled back
+        # (parameters, optimizer state, walkers) and counted in train_stats.csv
+        # (column rolled_back); this many in a row stop the run.
+        'max_nonfinite_steps': 10,
         'lr': {'rate': 0.05, 'decay': 1.0, 'delay': 10000.0},
         'clip_local_energy': 5.0,  # in units of the mean absolute deviation
         'clip_median': False,
@@ -109,10 +115,14 @@ def default() -> ml_collections.ConfigDict:
       },
       'log': {
         'save_frequency': 10.0,  # minutes
+        'keep_checkpoints': 3,  # newest periodic checkpoints kept (plus the final one)
         'save_path': '',
         'restore_path': '',
       },
       'debug': {
+        # False: a new seed per run, drawn from the clock and printed. True: use debug.seed,
+        # so that two runs on the same machine give identical train_stats.csv.
+        'deterministic': False,
         'seed': 0,
         'float64': False,
       },
@@ -213,6 +223,13 @@ def check(cfg: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError('optim.forward_laplacian_sparsity must be >= 0, or -1 (auto)')
   if cfg.optim.max_vmap_batch_size < 0:
     raise errors.ConfigError('optim.max_vmap_batch_size must be >= 0 (0: no chunking)')
+  if cfg.optim.max_nonfinite_steps <= 0:
+    raise errors.ConfigError('optim.max_nonfinite_steps must be >= 1')
+  if cfg.log.keep_checkpoints <= 0:
+    raise errors.ConfigError('log.keep_checkpoints must be >= 1')
+  if cfg.system.units is not None:
+    system_lib.unit_scale(cfg.system.units)  # raises on anything but bohr/angstrom
+  _check_paths(cfg.log)
   if cfg.mcmc.steps <= 0:
     raise errors.ConfigError('mcmc.steps must be >= 1')
   if cfg.network.determinants <= 0:
@@ -223,6 +240,29 @@ def check(cfg: ml_collections.ConfigDict) -> None:
       'network.ferminet.hidden_dims must be a non-empty tuple of (one, two) '
       'positive widths, e.g. "((256, 32), (256, 32))"'
     )
+
+
+def _check_paths(log: ml_collections.ConfigDict) -> None:
+  """save_path must be (or be creatable as) a writable folder; restore_path must hold a
+  checkpoint. Creates nothing, so that a dry run leaves no trace."""
+  if log.save_path:
+    path = pathlib.Path(log.save_path)
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    if existing == path and not path.is_dir():
+      raise errors.ConfigError(f'log.save_path {log.save_path!r} is a file, not a folder')
+    if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+      raise errors.ConfigError(
+        f'log.save_path {log.save_path!r} cannot be created: {str(existing)!r} is not a '
+        'writable folder; choose another log.save_path'
+      )
+  if log.restore_path:
+    path = pathlib.Path(log.restore_path)
+    if not path.exists():
+      raise errors.ConfigError(f'log.restore_path {log.restore_path!r} does not exist')
+    if path.is_dir() and not checkpoint.list_checkpoints(path):
+      raise errors.ConfigError(
+        f'log.restore_path {log.restore_path!r} holds no checkpoint (ckpt_*.pkl)'
+      )
 
 
 def _atom_label(symbol: str, system: system_lib.System) -> str:

@@ -127,28 +127,6 @@ def test_cli_dry_run_diatomic_units():
   assert lines['hf_method'] == 'RHF'
 
 
-@pytest.mark.parametrize(
-  'args, message',
-  [
-    (['--config.optim.lr.decay_steps', '3'], "did you mean 'optim.lr.decay'"),
-    (['--config.batch_size', 'abc'], 'batch_size'),
-    (['--config.system.atom', 'Xx'], 'unknown element'),
-    (['--config.system.spin_polarisation', '0'], 'spin polarisation'),
-  ],
-)
-def test_cli_input_errors_are_one_line(args, message):
-  out = _cli('--config', 'configs/atom.py', '--dry_run', *args)
-  assert out.returncode == 2
-  err = [line for line in out.stderr.splitlines() if 'xla_bridge' not in line]
-  assert len(err) == 1 and message in err[0], out.stderr
-  assert 'Traceback' not in out.stderr
-
-
-def test_cli_missing_config_file():
-  out = _cli('--config', 'configs/no_such_file.py', '--dry_run')
-  assert out.returncode == 2 and 'does not exist' in out.stderr
-
-
 def test_cli_help():
   out = _cli('--help')
   assert out.returncode == 0 and '--config' in out.stdout

@@ -1,0 +1,197 @@
+"""Every input mistake: one line on stderr, exit status 2, no traceback (the CLI in a subprocess).
+
+Also the signal path: SIGTERM stops a CLI run with a checkpoint and exit status 143.
+"""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ferminet import checkpoint
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ATOM = ['--config', 'configs/atom.py']
+ORGANIC = ['--config', 'configs/organic.py', '--config.system.molecule_name', '']
+TINY = [
+  '--config.batch_size=32',
+  '--config.network.determinants=2',
+  '--config.network.ferminet.hidden_dims=((8, 4), (8, 4))',
+  '--config.pretrain.iterations=5',
+  '--config.mcmc.burn_in=5',
+  '--config.mcmc.steps=3',
+]
+
+
+def _cli(*args, env=None, cwd=None):
+  return subprocess.run(
+    [sys.executable, str(ROOT / 'bin' / 'ferminet'), *args],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=cwd or ROOT,
+    env=env,
+  )
+
+
+def _one_line_error(out, *fragments):
+  assert out.returncode == 2, (out.returncode, out.stdout[-500:], out.stderr[-2000:])
+  assert 'Traceback' not in out.stderr
+  err = [line for line in out.stderr.splitlines() if 'xla_bridge' not in line]
+  assert len(err) == 1 and err[0].startswith('ferminet: error: '), out.stderr
+  for fragment in fragments:
+    assert fragment in err[0], err[0]
+  return err[0]
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+  d = tmp_path_factory.mktemp('inputs')
+  (d / 'same.xyz').write_text('2\nunits=angstrom\nH 0 0 0\nH 0 0 0\n')
+  (d / 'empty.xyz').write_text('0\nno atoms\n')
+  (d / 'broken.py').write_text('def get_config(:\n')
+  (d / 'a_file').write_text('')
+  (d / 'no_checkpoints').mkdir()
+  other = d / 'other_system'  # a checkpoint of a one-electron system
+  checkpoint.save(other, {'step': 3, 'meta': {'electrons': (1, 0)}, 'params': {}})
+  return d
+
+
+CASES = {
+  'unknown element': (ATOM + ['--config.system.atom', 'Xx'], ['unknown element', 'Xx']),
+  'odd electrons, spin 0': (
+    ATOM + ['--config.system.atom', 'Li', '--config.system.spin_polarisation', '0'],
+    ['spin polarisation 0', 'use 1'],
+  ),
+  'charge leaves no electrons': (
+    ATOM + ['--config.system.atom', 'H', '--config.system.charge', '2'],
+    ['leaves -1 electrons'],
+  ),
+  'negative electrons in a channel': (
+    ATOM + ['--config.system.atom', 'Li', '--config.system.electrons', '(-1, 4)'],
+    ['>= 0 electrons'],
+  ),
+  'zero electrons': (
+    ATOM + ['--config.system.atom', 'Li', '--config.system.electrons', '(0, 0)'],
+    ['at least one electron'],
+  ),
+  'batch_size zero': (ATOM + ['--config.batch_size', '0'], ['batch_size must be > 0']),
+  'misspelled key': (ATOM + ['--config.batch_sizee', '8'], ["did you mean 'batch_size'"]),
+  'misspelled nested key': (
+    ATOM + ['--config.optim.lr.decay_steps', '3'],
+    ["did you mean 'optim.lr.decay'"],
+  ),
+  'wrong type': (ATOM + ['--config.batch_size', 'abc'], ['batch_size', 'abc']),
+  'unknown units': (ATOM + ['--config.system.units', 'furlong'], ["'bohr' or 'angstrom'"]),
+  'nuclei at one position': (
+    ORGANIC + ['--config.system.xyz', '{d}/same.xyz'],
+    ['same position'],
+  ),
+  'empty molecule': (ORGANIC + ['--config.system.xyz', '{d}/empty.xyz'], ['empty']),
+  'unknown molecule_name': (
+    ['--config', 'configs/organic.py', '--config.system.molecule_name', 'CH5'],
+    ["unknown molecule_name 'CH5'", 'CH4'],
+  ),
+  'config file missing': (['--config', 'configs/no_such.py'], ['does not exist']),
+  'config syntax error': (['--config', '{d}/broken.py'], ['syntax error', 'line 1']),
+  'unknown basis': (ATOM + ['--config.pretrain.basis', 'cc-pv9z'], ['no basis set', 'cc-pv9z']),
+  'restore_path missing': (
+    ATOM + ['--config.log.restore_path', '{d}/nowhere'],
+    ['restore_path', 'does not exist'],
+  ),
+  'restore_path without checkpoint': (
+    ATOM + ['--config.log.restore_path', '{d}/no_checkpoints'],
+    ['holds no checkpoint'],
+  ),
+  'negative iterations': (ATOM + ['--config.optim.iterations', '-5'], ['optim.iterations']),
+  'unknown optimizer': (ATOM + ['--config.optim.optimizer', 'sgd'], ['kfac, adam, none']),
+  'unknown laplacian': (ATOM + ['--config.optim.laplacian', 'fd'], ['forward, hessian']),
+  'save_path not writable': (
+    ATOM + ['--config.log.save_path', '{d}/a_file/run'],
+    ['save_path', 'not a writable folder'],
+  ),
+}
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_bad_input_is_one_clear_line(case, files):
+  args, fragments = CASES[case]
+  _one_line_error(_cli(*[a.format(d=files) for a in args], '--dry_run'), *fragments)
+
+
+def test_batch_size_not_divisible_by_devices():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
+  out = _cli(*ATOM, '--config.batch_size', '3', '--dry_run', env=env)
+  _one_line_error(out, 'not divisible by the 2 devices')
+
+
+def test_checkpoint_of_another_system(files, tmp_path):
+  out = _cli(
+    *ATOM, *TINY, '--config.system.atom', 'He',
+    '--config.log.restore_path', str(files / 'other_system'),
+    '--config.log.save_path', str(tmp_path),
+  )  # fmt: skip
+  _one_line_error(out, 'does not match this run', 'electrons')
+
+
+def test_debug_shows_the_traceback():
+  out = _cli(*ATOM, '--config.system.atom', 'Xx', '--dry_run', '--debug')
+  assert out.returncode != 0 and 'Traceback' in out.stderr
+
+
+def test_sigterm_stops_cli_run_with_checkpoint(tmp_path):
+  process = subprocess.Popen(
+    [sys.executable, str(ROOT / 'bin' / 'ferminet'), *ATOM, *TINY,
+     '--config.system.atom', 'H', '--config.optim.iterations', '100000',
+     '--config.log.save_path', str(tmp_path)],
+    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+  )  # fmt: skip
+  csv_path = tmp_path / 'train_stats.csv'
+  deadline = time.monotonic() + 240
+  # The step-0 checkpoint (after pretraining and burn-in) marks the start of the loop.
+  while time.monotonic() < deadline and process.poll() is None:
+    if (tmp_path / 'ckpt_00000000.pkl').exists():
+      break
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  stdout, stderr = process.communicate(timeout=120)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+  assert 'Traceback' not in stderr
+  last = stderr.strip().splitlines()[-1]
+  assert last.startswith('ferminet: stopped by SIGTERM after step') and 'rerun' in last
+  steps = [int(line.split(',')[0]) for line in csv_path.read_text().splitlines()[1:]]
+  assert steps and steps == list(range(len(steps)))
+  newest = checkpoint.load_latest(tmp_path)
+  assert newest['step'] == len(steps)
+  assert np.isfinite(newest['walkers']).all()
+
+
+def test_second_signal_aborts_at_once(tmp_path):
+  """The first SIGINT is recorded; the second ends the process without waiting."""
+  code = (
+    'import sys, time\n'
+    'from ferminet import interrupts\n'
+    'with interrupts.StopRequests() as stop:\n'
+    '  print("ready", flush=True)\n'
+    '  while True:\n'
+    '    time.sleep(0.05)\n'
+    '    if stop.requested: print("requested", flush=True); break\n'
+    '  time.sleep(60)\n'
+  )
+  process = subprocess.Popen(
+    [sys.executable, '-c', code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    text=True,
+  )  # fmt: skip
+  assert process.stdout.readline().strip() == 'ready'
+  process.send_signal(signal.SIGINT)
+  assert process.stdout.readline().strip() == 'requested'
+  start = time.monotonic()
+  process.send_signal(signal.SIGINT)
+  process.wait(timeout=30)
+  assert process.returncode == -signal.SIGINT and time.monotonic() - start < 10
+  assert 'aborting without saving' in process.stderr.read()
