@@ -5,6 +5,8 @@
 Times, with the default network, one process per precision:
 - ``sample_s``: the pmapped Metropolis sweep (mcmc.steps steps, width adapted on device);
 - ``optimizer_s``: one KFAC step (local energies, gradients, curvature, update);
+- ``guard_s``: the rollback guard of train.iteration alone (copying parameters and KFAC
+  state, which kfac-jax donates, and keeping the old state where the new one is not finite);
 - ``iteration_s``: train.iteration as the run loop calls it (no host synchronisation);
 - ``iteration_synced_s``: the same, but fetching energy and acceptance to the host after
   every iteration, as a naive loop does.
@@ -56,6 +58,15 @@ def measure(system: str, batch: int, iterations: int, float64: bool) -> dict:
 
   optimizer_s = timed(optimizer_step)
 
+  def guard():
+    s = box['state']
+    new = run.copy((s.params, s.opt_state, s.walkers, s.width))
+    kept, ok = run.keep_finite(new, (s.params, s.opt_state, s.walkers, s.width), ok_energy)
+    return ok
+
+  ok_energy = parallel.replicate(jax.numpy.zeros((), state.walkers.dtype))
+  guard_s = timed(guard)
+
   def loop(sync):
     state, stats = train.iteration(run, box['state'])
     box['state'] = state
@@ -71,6 +82,7 @@ def measure(system: str, batch: int, iterations: int, float64: bool) -> dict:
     'float64': float64,
     'sample_s': sample_s,
     'optimizer_s': optimizer_s,
+    'guard_s': guard_s,
     'iteration_s': iteration_s,
     'iteration_synced_s': synced_s,
     'jax_version': jax.__version__,
@@ -96,11 +108,14 @@ def main():
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
   print(f'{args.system}, batch {args.batch}, default network, {rows[0]["device"]}')
-  print(f'{"precision":<10}{"sample s":>10}{"kfac s":>10}{"iter s":>10}{"synced s":>10}')
+  print(
+    f'{"precision":<10}{"sample s":>10}{"kfac s":>10}{"guard s":>10}{"iter s":>10}{"synced s":>10}'
+  )
   for r in rows:
     print(
       f'{"float64" if r["float64"] else "float32":<10}{r["sample_s"]:>10.3f}'
-      f'{r["optimizer_s"]:>10.3f}{r["iteration_s"]:>10.3f}{r["iteration_synced_s"]:>10.3f}'
+      f'{r["optimizer_s"]:>10.3f}{r["guard_s"]:>10.4f}{r["iteration_s"]:>10.3f}'
+      f'{r["iteration_synced_s"]:>10.3f}'
     )
 
 

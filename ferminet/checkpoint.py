@@ -1,16 +1,21 @@
 """Checkpoints: everything needed to continue a run exactly, written atomically.
 
-A checkpoint is a pickle of plain numpy data (no JAX objects):
-``params`` (the parameter pytree), ``opt_state`` (the optimizer state's leaves;
-the structure comes from a freshly initialised state on restore, so a
-checkpoint does not depend on the number of devices), ``walkers`` (all of them,
-(batch, 3N) bohr), ``width``, ``step``, ``key`` and ``meta`` (system and
-network shape, checked on restore). Files are ``ckpt_<step>.pkl`` in the run
-folder, written to a temporary file, fsynced and renamed.
+A checkpoint holds plain numpy data (no JAX objects): ``params`` (the parameter
+pytree), ``opt_state`` (the optimizer state's leaves; the structure comes from
+a freshly initialised state on restore, so a checkpoint does not depend on the
+number of devices), ``walkers`` (all of them, (batch, 3N) bohr), ``width``,
+``step``, ``key`` and ``meta`` (system and network shape, checked on restore).
+
+File format: a header line ``FERMINET-CHECKPOINT <version> <sha256 of the
+payload>`` followed by the pickled payload, so that a truncated or damaged file
+is recognised on load. Files are ``ckpt_<step>.pkl`` (periodic) and
+``ckpt_<step>_final.pkl`` (end of a run) in the run folder; each is written to a
+temporary file, fsynced and renamed, so a crash leaves the previous file intact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import pickle
 import re
@@ -21,55 +26,106 @@ import numpy as np
 
 from ferminet import errors, writers
 
-_PATTERN = re.compile(r'ckpt_(\d+)\.pkl$')
-FORMAT_VERSION = 1
+_PATTERN = re.compile(r'ckpt_(\d+)(_final)?\.pkl$')
+_MAGIC = b'FERMINET-CHECKPOINT'
+FORMAT_VERSION = 2
 
 
-def path_for(directory: pathlib.Path, step: int) -> pathlib.Path:
-  return pathlib.Path(directory) / f'ckpt_{step:08d}.pkl'
+def path_for(directory: pathlib.Path, step: int, final: bool = False) -> pathlib.Path:
+  return pathlib.Path(directory) / f'ckpt_{step:08d}{"_final" if final else ""}.pkl'
+
+
+def _parse(path: pathlib.Path) -> tuple[int, bool] | None:
+  m = _PATTERN.match(path.name)
+  return (int(m.group(1)), bool(m.group(2))) if m else None
 
 
 def list_checkpoints(directory: pathlib.Path) -> list[pathlib.Path]:
-  """Checkpoints in ``directory``, oldest first."""
+  """Checkpoints in ``directory``, oldest first (at equal steps the final one last)."""
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     return []
-  found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _PATTERN.match(p.name))]
+  found = [(key, p) for p in directory.iterdir() if (key := _parse(p)) is not None]
   return [p for _, p in sorted(found)]
 
 
-def save(directory: pathlib.Path, data: dict[str, Any], keep: int = 3) -> pathlib.Path:
-  """Writes ``data`` (with key 'step') atomically; keeps the newest ``keep`` files."""
+def encode(data: dict[str, Any]) -> bytes:
+  """The file contents for ``data``: header with checksum, then the pickle."""
+  payload = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+  digest = hashlib.sha256(payload).hexdigest().encode()
+  return b'%s %d %s\n' % (_MAGIC, FORMAT_VERSION, digest) + payload
+
+
+def save(
+  directory: pathlib.Path, data: dict[str, Any], keep: int = 3, final: bool = False
+) -> pathlib.Path:
+  """Writes ``data`` (with key 'step') atomically and prunes old files.
+
+  Keeps the newest ``keep`` periodic checkpoints and the newest final one.
+
+  Raises:
+    errors.OutputError: the file could not be written (e.g. the disk is full);
+      the checkpoints written before are untouched.
+  """
   directory = pathlib.Path(directory)
-  path = path_for(directory, int(data['step']))
-  with writers.atomic_open(path, 'wb') as f:
-    pickle.dump(dict(data, format_version=FORMAT_VERSION), f, protocol=pickle.HIGHEST_PROTOCOL)
-  for old in list_checkpoints(directory)[:-keep]:
+  path = path_for(directory, int(data['step']), final)
+  blob = encode(data)
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+    with writers.atomic_open(path, 'wb') as f:
+      f.write(blob)
+  except OSError as e:
+    previous = [p.name for p in list_checkpoints(directory)]
+    kept = f'the previous checkpoint {previous[-1]} is intact' if previous else 'none was written'
+    raise errors.OutputError(
+      f'cannot write checkpoint {path}: {e.strerror or e}; {kept}. Free space or fix '
+      'permissions, then rerun the same command to continue'
+    ) from None
+  existing = list_checkpoints(directory)
+  periodic = [p for p in existing if not _parse(p)[1]]
+  finals = [p for p in existing if _parse(p)[1]]
+  for old in periodic[:-keep] + finals[:-1]:
     old.unlink(missing_ok=True)
   return path
 
 
 def load(path: pathlib.Path) -> dict[str, Any]:
-  """Reads one checkpoint; a file that is not one raises errors.ConfigError."""
+  """Reads and verifies one checkpoint.
+
+  Raises:
+    errors.ConfigError: the file is unreadable, not a ferminet checkpoint, or damaged.
+  """
   try:
-    with pathlib.Path(path).open('rb') as f:
-      data = pickle.load(f)
-  except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
+    blob = pathlib.Path(path).read_bytes()
+  except OSError as e:
+    raise errors.ConfigError(f'cannot read checkpoint {path}: {e.strerror}') from None
+  header, _, payload = blob.partition(b'\n')
+  fields = header.split(b' ')
+  if len(fields) != 3 or fields[0] != _MAGIC:
+    raise errors.ConfigError(f'{path} is not a ferminet checkpoint')
+  if fields[1] != str(FORMAT_VERSION).encode():
+    raise errors.ConfigError(
+      f'{path} has checkpoint format {fields[1].decode(errors="replace")}; this ferminet '
+      f'reads format {FORMAT_VERSION}'
+    )
+  if hashlib.sha256(payload).hexdigest().encode() != fields[2]:
+    raise errors.ConfigError(f'checkpoint {path} is damaged (checksum mismatch; truncated?)')
+  try:
+    data = pickle.loads(payload)
+  except (EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
     raise errors.ConfigError(f'cannot read checkpoint {path}: {e}') from None
-  if not isinstance(data, dict) or data.get('format_version') != FORMAT_VERSION:
-    raise errors.ConfigError(f'{path} is not a ferminet checkpoint (format {FORMAT_VERSION})')
+  if not isinstance(data, dict) or 'step' not in data:
+    raise errors.ConfigError(f'{path} is not a ferminet checkpoint')
   return data
 
 
 def load_latest(directory: pathlib.Path) -> dict[str, Any] | None:
-  """The newest readable checkpoint in ``directory`` (falling back past broken ones)."""
+  """The newest valid checkpoint in ``directory``, warning about and skipping damaged ones."""
   for path in reversed(list_checkpoints(directory)):
     try:
       return load(path)
-    except Exception as e:  # noqa: BLE001 - any unreadable file: try the previous one
-      warnings.warn(
-        f'checkpoint {path.name} is unreadable ({e}); trying the previous one', stacklevel=2
-      )
+    except errors.ConfigError as e:
+      warnings.warn(f'{e}; trying the previous checkpoint', stacklevel=2)
   return None
 
 

@@ -12,7 +12,10 @@ parameter count, devices) and exits.
 
 Mistakes in the input (config keys, values, systems, files) are reported as one
 line on stderr with exit status 2; ``--debug`` or ``FERMINET_DEBUG=1`` shows the
-traceback instead.
+traceback instead. So are a disk that fills up while saving and a run that keeps
+producing non-finite energies (see ferminet/train.py). SIGTERM or Ctrl-C stops a
+run after the current iteration with a checkpoint (exit status 128 + signal);
+rerunning the same command continues it.
 """
 
 from __future__ import annotations
@@ -162,6 +165,9 @@ def _main(argv: Sequence[str]) -> None:
     from ferminet import train
 
     train.run(cfg)
+  except errors.Interrupted as e:
+    print(f'ferminet: {e}', file=sys.stderr)
+    sys.exit(128 + e.signum)  # the shell's convention for a job ended by a signal
   except errors.FermiNetError as e:
     if _DEBUG.value or _debug_requested(sys.argv):
       raise

@@ -17,3 +17,23 @@ class ConfigError(FermiNetError, ValueError):
 
 class InvalidSystemError(FermiNetError, ValueError):
   """The physical system (atoms, charges, electrons, units) is inconsistent."""
+
+
+class OutputError(FermiNetError, OSError):
+  """A checkpoint or statistics file could not be written (disk full, permissions)."""
+
+
+class NonFiniteError(FermiNetError, ArithmeticError):
+  """Too many consecutive iterations gave non-finite energies or parameters."""
+
+
+class Interrupted(FermiNetError):
+  """The run stopped on SIGTERM or SIGINT after saving its state.
+
+  Attributes:
+    signum: the signal number; the CLI exits with 128 + signum, the shell convention.
+  """
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum

@@ -24,14 +24,27 @@ from ferminet import parallel
 LossFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]]
 
 
+def _keep_merged(merged: Any, new: Any) -> Any:
+  return merged
+
+
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
   """``init(params, keys, walkers) -> state``; ``step(params, state, keys, walkers)
-  -> (params, state, energy, variance)``."""
+  -> (params, state, energy, variance)``.
+
+  ``donates``: ``step`` invalidates the params and state it is given (kfac-jax
+  donates its input buffers), so a caller that may roll back must pass copies.
+  ``after_rollback(merged, new)``: the state to continue with after a rolled-back
+  step, given the state with the old values put back (``merged``) and the state
+  ``step`` returned (``new``).
+  """
 
   name: str
   init: Callable[..., Any]
   step: Callable[..., tuple[Any, Any, jax.Array, jax.Array]]
+  donates: bool = False
+  after_rollback: Callable[[Any, Any], Any] = _keep_merged
 
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.Array]:
@@ -73,11 +86,11 @@ def _make_kfac(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
 
   # kfac-jax reads its step counter from the devices on every step unless it is
   # given as a Python int; count on the host instead, reading the device value
-  # only when a state arrives that this function did not return (start, restore).
-  counter: dict[str, Any] = {'state': None, 'count': 0}
+  # only when a state arrives whose counter this function did not return (start, restore).
+  counter: dict[str, Any] = {'step_counter': None, 'count': 0}
 
   def step(params, state, keys, walkers):
-    if counter['state'] is not state:
+    if counter['step_counter'] is not state.step_counter:
       counter['count'] = int(state.step_counter[0])
     params, state, stats = optimizer.step(
       params,
@@ -88,10 +101,15 @@ def _make_kfac(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
       damping=damping,
       global_step_int=counter['count'],
     )
-    counter.update(state=state, count=counter['count'] + 1)
+    counter.update(step_counter=state.step_counter, count=counter['count'] + 1)
     return params, state, stats['loss'], stats['aux'].variance
 
-  return Optimizer('kfac', optimizer.init, step)
+  def after_rollback(merged, new):
+    # A rolled-back step still counts as a step for kfac-jax: the host count above
+    # and the state's step_counter must agree (kfac-jax requires it).
+    return dataclasses.replace(merged, step_counter=new.step_counter, data_seen=new.data_seen)
+
+  return Optimizer('kfac', optimizer.init, step, donates=True, after_rollback=after_rollback)
 
 
 def _make_optax(loss: LossFn, transform: optax.GradientTransformation, name: str) -> Optimizer:

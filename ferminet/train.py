@@ -4,7 +4,13 @@ Layout: parameters, optimizer state and the MCMC width are replicated over
 local devices (leading axis), walkers are sharded (D, walkers per device, 3N);
 the step and the PRNG key live on the host. ``iteration`` is the whole
 per-step work: a pmapped Metropolis sweep (which also adapts the width), then
-an optimizer step on the new walkers; it never waits for the devices.
+an optimizer step on the new walkers, then a check on the devices that keeps
+the previous state if the energy or the new parameters are not finite; it
+never waits for the devices.
+
+Safety: a checkpoint is written after pretraining and burn-in (step 0), every
+``log.save_frequency`` minutes, on SIGTERM/SIGINT (see ``interrupts``) and at
+the end (``ckpt_<step>_final.pkl``); a non-finite state is never written.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from ferminet import (
   checkpoint,
   errors,
   hamiltonian,
+  interrupts,
   loss,
   mcmc,
   networks,
@@ -73,8 +80,11 @@ class Run:
   network: networks.Network
   optimizer: optimizers.Optimizer
   sample: Any  # pmapped (params, walkers, keys, width, adapt) -> (walkers, pmove, width)
+  keep_finite: Any  # pmapped (new, old, energy) -> (new if finite else old, ok)
+  copy: Any  # pmapped copy of a tree (inputs of an optimizer that donates them)
   save_path: pathlib.Path
   inference: bool
+  stop: interrupts.StopRequests  # installed by run(); checked between iterations
 
 
 def _save_path(cfg: ml_collections.ConfigDict) -> pathlib.Path:
@@ -138,9 +148,27 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     network=network,
     optimizer=optimizer,
     sample=sample,
+    keep_finite=jax.pmap(_keep_finite, axis_name=parallel.AXIS),
+    copy=jax.pmap(lambda tree: jax.tree.map(jnp.copy, tree), axis_name=parallel.AXIS),
     save_path=_save_path(cfg),
     inference=cfg.optim.optimizer == 'none',
+    stop=interrupts.StopRequests(),
   )
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _keep_finite(new: Any, old: Any, energy: jax.Array) -> tuple[Any, jax.Array]:
+  """``new`` if the energy and the parameters (first item of ``new``) are finite, else ``old``.
+
+  Runs on each device; energy and parameters are identical on all devices, so
+  all devices decide alike.
+  """
+  ok = jnp.isfinite(energy) & _all_finite(new[0])
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old), ok
 
 
 def _meta(run: Run, params: Any) -> dict[str, Any]:
@@ -154,9 +182,16 @@ def _meta(run: Run, params: Any) -> dict[str, Any]:
   }
 
 
+def seed(cfg: ml_collections.ConfigDict) -> int:
+  """debug.seed with debug.deterministic, else a new seed from the clock."""
+  return cfg.debug.seed if cfg.debug.deterministic else time.time_ns() % 2**31
+
+
 def fresh_state(run: Run) -> TrainState:
   """New parameters and walkers (before pretraining)."""
-  key = jax.random.PRNGKey(run.cfg.debug.seed)
+  s = seed(run.cfg)
+  print(f'seed {s} (to repeat: --config.debug.deterministic --config.debug.seed {s})')
+  key = jax.random.PRNGKey(s)
   key, k_params, k_walkers = jax.random.split(key, 3)
   params = parallel.replicate(run.network.init(k_params))
   walkers = mcmc.init_walkers(k_walkers, run.system, run.cfg.batch_size, run.cfg.mcmc.init_width)
@@ -227,24 +262,43 @@ def _state_from(run: Run, data: dict[str, Any], where: str) -> TrainState:
   return state
 
 
-def save(run: Run, state: TrainState) -> pathlib.Path:
-  """Writes a checkpoint of ``state`` (host copies; device-count independent)."""
+def save(run: Run, state: TrainState, final: bool = False) -> pathlib.Path:
+  """Writes a checkpoint of ``state`` (host copies; device-count independent).
+
+  Raises:
+    errors.NonFiniteError: the state holds NaN or inf (never written).
+    errors.OutputError: the file could not be written; older checkpoints are intact.
+  """
   params = parallel.first(state.params)
   opt_leaves = None
   if state.opt_state is not None:  # every leaf is replicated over devices: keep one copy
     opt_leaves = [np.asarray(x) for x in jax.tree.leaves(parallel.first(state.opt_state))]
-  return checkpoint.save(
-    run.save_path,
-    {
-      'step': state.step,
-      'params': params,
-      'opt_state': opt_leaves,
-      'walkers': np.asarray(parallel.unshard(state.walkers)),
-      'width': float(state.width[0]),
-      'key': np.asarray(state.key),
-      'meta': _meta(run, params),
-    },
-  )
+  walkers = np.asarray(parallel.unshard(state.walkers))
+  arrays = [walkers, *jax.tree.leaves(params), *(opt_leaves or [])]
+  if not all(np.all(np.isfinite(a)) for a in arrays if np.issubdtype(a.dtype, np.inexact)):
+    raise errors.NonFiniteError(
+      f'refusing to write a checkpoint at step {state.step}: the state is not finite'
+    )
+  data = {
+    'step': state.step,
+    'params': params,
+    'opt_state': opt_leaves,
+    'walkers': walkers,
+    'width': float(state.width[0]),
+    'key': np.asarray(state.key),
+    'meta': _meta(run, params),
+  }
+  return checkpoint.save(run.save_path, data, keep=run.cfg.log.keep_checkpoints, final=final)
+
+
+def _check_stop(run: Run, stage: str) -> None:
+  """Raises errors.Interrupted when a signal arrived during pretraining or burn-in."""
+  if run.stop.requested is not None:
+    raise errors.Interrupted(
+      f'stopped by {run.stop.name} during {stage}, before the first checkpoint; '
+      'rerunning the same command starts again',
+      run.stop.requested,
+    )
 
 
 def run_pretrain(run: Run, state: TrainState) -> TrainState:
@@ -268,6 +322,7 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
   params, walkers, width, key = state.params, state.walkers, state.width, state.key
   progress = writers.Progress('pretrain', cfg.pretrain.iterations)
   for i in range(cfg.pretrain.iterations):
+    _check_stop(run, 'pretraining')
     key, sub = jax.random.split(key)
     params, opt_state, walkers, width, fit, pmove = step(
       params, opt_state, walkers, parallel.device_keys(sub), width
@@ -282,6 +337,7 @@ def burn_in(run: Run, state: TrainState, iterations: int) -> TrainState:
   walkers, width, key = state.walkers, state.width, state.key
   progress = writers.Progress('burn-in', iterations)
   for i in range(iterations):
+    _check_stop(run, 'burn-in')
     key, sub = jax.random.split(key)
     walkers, pmove, width = run.sample(
       state.params, walkers, parallel.device_keys(sub), width, True
@@ -294,18 +350,32 @@ def burn_in(run: Run, state: TrainState, iterations: int) -> TrainState:
 def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
   """One VMC iteration: sample, then update parameters on the new walkers.
 
-  Nothing here waits for the devices: the statistics are returned as device
-  arrays (replicated, (devices,)) and fetched in batches by :func:`run`.
+  If the energy or the new parameters are not finite, the iteration is rolled
+  back: parameters, optimizer state, walkers and width keep their old values
+  (the step still counts and the key moves on, so the next try differs);
+  ``stats['ok']`` is False then. Nothing here waits for the devices: the
+  statistics are device arrays (replicated, (devices,)) fetched in batches.
   """
   key, k_mcmc, k_opt = jax.random.split(state.key, 3)
   adapt = (state.step + 1) % run.cfg.mcmc.adapt_frequency == 0
   walkers, pmove, width = run.sample(
     state.params, state.walkers, parallel.device_keys(k_mcmc), state.width, adapt
   )
+  params, opt_state = state.params, state.opt_state
+  if run.optimizer.donates:  # keep the old state alive for a rollback
+    params, opt_state = run.copy((params, opt_state))
   params, opt_state, energy, variance = run.optimizer.step(
-    state.params, state.opt_state, parallel.device_keys(k_opt), walkers
+    params, opt_state, parallel.device_keys(k_opt), walkers
   )
-  stats = {'energy': energy, 'variance': variance, 'pmove': pmove}
+  new_opt_state = opt_state
+  (params, opt_state, walkers, width), ok = run.keep_finite(
+    (params, opt_state, walkers, width),
+    (state.params, state.opt_state, state.walkers, state.width),
+    energy,
+  )
+  if opt_state is not None:
+    opt_state = run.optimizer.after_rollback(opt_state, new_opt_state)
+  stats = {'energy': energy, 'variance': variance, 'pmove': pmove, 'ok': ok}
   return TrainState(params, opt_state, walkers, width, state.step + 1, key), stats
 
 
@@ -319,13 +389,21 @@ def start(run: Run) -> TrainState:
   state = fresh_state(run)
   state = run_pretrain(run, state)
   state = burn_in(run, state, run.cfg.mcmc.burn_in)
-  return state if run.inference else init_optimizer(run, state)
+  if run.inference:
+    return state
+  state = init_optimizer(run, state)
+  save(run, state)  # a pre-empted job need not pretrain again
+  return state
 
 
 def summarize(run: Run, csv_path: pathlib.Path, state: TrainState) -> Result:
   """Reblocked energy over the second half of the run, and the reference if known."""
-  energies = np.array([float(r['energy']) for r in writers.read_rows(csv_path)])
-  stats = analysis.reblock(energies[len(energies) // 2 :])
+  rows = writers.read_rows(csv_path)
+  energies = np.array([float(r['energy']) for r in rows])
+  stats = analysis.reblock(energies[len(energies) // 2 :])  # non-finite rows are skipped
+  rolled_back = sum(r['rolled_back'] == '1' for r in rows)
+  if rolled_back:
+    print(f'rolled_back: {rolled_back} iterations were not finite and were repeated')
   ref = analysis.reference_for(run.system, run.cfg.system.name)
   print(
     f'energy_Ha: {stats.mean:.6f} +/- {stats.stderr:.6f} '
@@ -340,47 +418,114 @@ def summarize(run: Run, csv_path: pathlib.Path, state: TrainState) -> Result:
   return Result(stats.mean, stats.stderr, ref[0] if ref else None, run.save_path, state)
 
 
-def run(cfg: ml_collections.ConfigDict) -> Result:
-  """Runs a whole VMC optimisation (or inference with optimizer 'none')."""
-  r = setup(cfg)
-  cfg = r.cfg
-  state = start(r)
-  csv_path = r.save_path / ('inference_stats.csv' if r.inference else 'train_stats.csv')
-  stats_writer = writers.StatsWriter(csv_path, first_step=state.step)
-  total = cfg.optim.iterations
-  progress = writers.Progress('inference' if r.inference else 'train', total, start=state.step)
-  last_save = time.monotonic()
-  pending: list[tuple[int, dict[str, jax.Array]]] = []
+class _Recorder:
+  """Statistics of iterations, fetched from the devices in batches and written to the CSV.
 
-  def flush():
+  Also counts rolled-back (non-finite) iterations: ``failures`` in a row and in total.
+  """
+
+  def __init__(self, csv_path: pathlib.Path, first_step: int):
+    self.writer = writers.StatsWriter(csv_path, first_step=first_step)
+    self.pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self.failures = 0  # consecutive rolled-back iterations, up to the last flush
+    self.total_failures = 0
+    self.first_failure = -1
+
+  def add(self, step: int, stats: dict[str, jax.Array]) -> None:
+    self.pending.append((step, stats))
+
+  def flush(self) -> None:
     """Fetches the pending statistics (one host synchronisation) and writes them."""
-    for step, stats in jax.device_get(pending):
-      stats_writer.write(step, float(stats['energy'][0]), float(stats['pmove'][0]),
-                         float(stats['variance'][0]))  # fmt: skip
-    pending.clear()
-    stats_writer.flush()
+    for step, stats in jax.device_get(self.pending):
+      ok = bool(stats['ok'][0])
+      self.writer.write(
+        step,
+        float(stats['energy'][0]),
+        float(stats['pmove'][0]),
+        float(stats['variance'][0]),
+        rolled_back=not ok,
+      )
+      if ok:
+        self.failures = 0
+      else:
+        self.first_failure = step if self.failures == 0 else self.first_failure
+        self.failures += 1
+        self.total_failures += 1
+    self.pending.clear()
+    self.writer.flush()
 
+  def line(self) -> str:
+    last = self.writer.last
+    text = (
+      f'E {last["energy"]:.6f} | ewmean {self.writer.ewmean or float("nan"):.6f} | '
+      f'var {last["variance"]:.4f} | pmove {last["pmove"]:.2f}'
+    )
+    return text + (f' | rolled back {self.total_failures}' if self.total_failures else '')
+
+
+def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> TrainState:
+  """Iterates until ``optim.iterations``, writing statistics and periodic checkpoints.
+
+  Raises:
+    errors.Interrupted: after SIGTERM/SIGINT, once the state is saved.
+    errors.NonFiniteError: after ``optim.max_nonfinite_steps`` rolled-back
+      iterations in a row, once the last finite state is saved.
+  """
+  cfg = run.cfg
+  total = cfg.optim.iterations
+  recorder = _Recorder(csv_path, state.step)
+  progress = writers.Progress('inference' if run.inference else 'train', total, start=state.step)
+  last_save = time.monotonic()
   try:
-    while state.step < total:
-      state, stats = iteration(r, state)
-      pending.append((state.step - 1, stats))
-      save_due = not r.inference and time.monotonic() - last_save > 60 * cfg.log.save_frequency
-      if len(pending) >= STATS_BATCH or progress.due(state.step) or save_due:
-        flush()
-        last = stats_writer.last
-        progress.update(
-          state.step,
-          f'E {last["energy"]:.6f} | ewmean {stats_writer.ewmean:.6f} | '
-          f'var {last["variance"]:.4f} | pmove {last["pmove"]:.2f}',
-        )
+    while state.step < total and run.stop.requested is None:
+      state, stats = iteration(run, state)
+      recorder.add(state.step - 1, stats)
+      save_due = not run.inference and time.monotonic() - last_save > 60 * cfg.log.save_frequency
+      if (
+        len(recorder.pending) >= STATS_BATCH
+        or progress.due(state.step)
+        or save_due
+        or run.stop.requested is not None
+      ):
+        recorder.flush()
+        progress.update(state.step, recorder.line())
+        if recorder.failures >= cfg.optim.max_nonfinite_steps:
+          where = save(run, state) if not run.inference else run.save_path
+          raise errors.NonFiniteError(
+            f'{recorder.failures} iterations in a row (from step {recorder.first_failure}) '
+            f'gave a non-finite energy or parameters and were rolled back; the last finite '
+            f'state is saved in {where}. Lower optim.lr.rate or raise optim.kfac.damping, '
+            'then rerun to continue'
+          )
       if save_due:
-        save(r, state)
+        save(run, state)
         last_save = time.monotonic()
-    flush()
+    recorder.flush()
   finally:
-    stats_writer.close()
-  if not r.inference:
-    save(r, state)
+    recorder.writer.close()
+  if run.stop.requested is not None:
+    where = save(run, state) if not run.inference else csv_path
+    raise errors.Interrupted(
+      f'stopped by {run.stop.name} after step {state.step}; saved {where}; '
+      'rerun the same command to continue',
+      run.stop.requested,
+    )
+  return state
+
+
+def run(cfg: ml_collections.ConfigDict) -> Result:
+  """Runs a whole VMC optimisation (or inference with optimizer 'none').
+
+  SIGTERM or SIGINT stops it cleanly: the current iteration finishes, a
+  checkpoint is written and errors.Interrupted is raised.
+  """
+  r = setup(cfg)
+  csv_path = r.save_path / ('inference_stats.csv' if r.inference else 'train_stats.csv')
+  with r.stop:
+    state = start(r)
+    state = optimize(r, state, csv_path)
+    if not r.inference:
+      save(r, state, final=True)
   return summarize(r, csv_path, state)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 import pathlib
 import sys
@@ -13,7 +14,10 @@ from typing import IO
 
 from ferminet import errors
 
-COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance')
+# The reference's columns, then the local-energy variance (Ha²) and whether the
+# iteration was rolled back because its energy or parameters were not finite (0/1).
+COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance', 'rolled_back')
+_OLD_COLUMNS = COLUMNS[:-1]  # files written before rolled_back existed
 EW_ALPHA = 0.1  # weight of the newest energy in the exponentially weighted mean
 
 
@@ -25,11 +29,15 @@ def atomic_open(path: pathlib.Path, mode: str = 'w', **kwargs) -> Iterator[IO]:
   """
   path = pathlib.Path(path)
   tmp = path.with_name(path.name + '.tmp')
-  with tmp.open(mode, **kwargs) as f:
-    yield f
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with tmp.open(mode, **kwargs) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)  # a failed write (e.g. disk full) leaves no debris
+    raise
 
 
 class StatsWriter:
@@ -46,9 +54,10 @@ class StatsWriter:
     kept = [r for r in rows if int(r['step']) < first_step]
     self.ewmean = float(kept[-1]['ewmean']) if kept else None
     self.ewvar = float(kept[-1]['ewvar']) if kept else 0.0
+    # ewmean and ewvar are written exactly (repr), so a resumed run continues them bitwise.
     # Rewrite the kept rows (dropping later or half-written ones) to a temporary
     # file and rename it over the old one, so the history survives a crash here.
-    with atomic_open(self.path, 'w', newline='') as f:
+    with _reporting_write_errors(self.path), atomic_open(self.path, 'w', newline='') as f:
       writer = csv.writer(f)
       writer.writerow(COLUMNS)
       for r in kept:
@@ -57,24 +66,40 @@ class StatsWriter:
     self._file = self.path.open('a', newline='')
     self._writer = csv.writer(self._file)
 
-  def write(self, step: int, energy: float, pmove: float, variance: float) -> None:
+  def write(
+    self, step: int, energy: float, pmove: float, variance: float, rolled_back: bool = False
+  ) -> None:
+    """One row: energy in Ha, variance in Ha²; a non-finite energy leaves ewmean as it is."""
     self.last = {'step': step, 'energy': energy, 'pmove': pmove, 'variance': variance}
-    if self.ewmean is None:
+    if math.isfinite(energy) and self.ewmean is None:
       self.ewmean, self.ewvar = energy, 0.0
-    else:
+    elif math.isfinite(energy):
       delta = energy - self.ewmean
       self.ewmean += EW_ALPHA * delta
       self.ewvar = (1 - EW_ALPHA) * (self.ewvar + EW_ALPHA * delta**2)
-    self._writer.writerow(
-        [step, f'{energy:.10g}', f'{self.ewmean:.10g}', f'{self.ewvar:.6g}', f'{pmove:.4f}',
-         f'{variance:.6g}']
-    )  # fmt: skip
+    ewmean = float('nan') if self.ewmean is None else self.ewmean
+    with _reporting_write_errors(self.path):
+      self._writer.writerow(
+          [step, f'{energy:.10g}', repr(ewmean), repr(self.ewvar), f'{pmove:.4f}',
+           f'{variance:.6g}', int(rolled_back)]
+      )  # fmt: skip
 
   def flush(self) -> None:
-    self._file.flush()
+    with _reporting_write_errors(self.path):
+      self._file.flush()
 
   def close(self) -> None:
-    self._file.close()
+    with _reporting_write_errors(self.path):
+      self._file.close()
+
+
+@contextlib.contextmanager
+def _reporting_write_errors(path: pathlib.Path) -> Iterator[None]:
+  """Turns an OSError (disk full, permissions) into errors.OutputError naming ``path``."""
+  try:
+    yield
+  except OSError as e:
+    raise errors.OutputError(f'cannot write {path}: {e.strerror or e}') from None
 
 
 def read_rows(path: pathlib.Path) -> list[dict[str, str]]:
@@ -88,17 +113,21 @@ def read_rows(path: pathlib.Path) -> list[dict[str, str]]:
     return []
   with path.open(newline='') as f:
     reader = csv.DictReader(f)
-    if reader.fieldnames is not None and tuple(reader.fieldnames) != COLUMNS:
+    fields = tuple(reader.fieldnames or COLUMNS)
+    if fields not in (COLUMNS, _OLD_COLUMNS):
       raise errors.ConfigError(
         f"{path} has columns {reader.fieldnames}, not ferminet's {list(COLUMNS)}: "
         'use another log.save_path'
       )
-    return [row for row in reader if _complete(row)]
+    rows = [row for row in reader if _complete(row, fields)]
+  for row in rows:
+    row.setdefault('rolled_back', '0')
+  return rows
 
 
-def _complete(row: dict[str, str | None]) -> bool:
+def _complete(row: dict[str, str | None], fields: tuple[str, ...]) -> bool:
   try:
-    return all(row[c] is not None for c in COLUMNS) and bool(int(row['step']) >= 0)
+    return all(row[c] is not None for c in fields) and bool(int(row['step']) >= 0)
   except ValueError:
     return False
 

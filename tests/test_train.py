@@ -1,8 +1,11 @@
 """The training engine end to end, on tiny networks."""
 
 import csv
+import dataclasses
+import itertools
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -11,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import tiny_network_cfg
 
+from ferminet import checkpoint, errors, optimizers, parallel, pretrain, scf, train
 from ferminet import config as config_lib
-from ferminet import parallel, pretrain, scf, train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -28,6 +31,7 @@ def tiny_config(save_path, atom='H', optimizer='kfac', iterations=6, **overrides
   cfg.optim.optimizer = optimizer
   cfg.optim.iterations = iterations
   cfg.log.save_path = str(save_path)
+  cfg.debug.deterministic = True
   for key, value in overrides.items():
     section, _, leaf = key.rpartition('.')
     node = cfg
@@ -40,7 +44,7 @@ def tiny_config(save_path, atom='H', optimizer='kfac', iterations=6, **overrides
 def _steps(path):
   with open(path, newline='') as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0]) == ['step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance']
+  assert list(rows[0]) == ['step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance', 'rolled_back']
   return [int(r['step']) for r in rows], rows
 
 
@@ -58,24 +62,116 @@ def test_kfac_end_to_end(kfac_run):
   assert all(0.0 < float(r['pmove']) <= 1.0 for r in rows)
   assert -1.0 < result.energy < 0.0  # H atom: near -0.5 Ha after pretraining
   assert result.reference == -0.5
-  assert (path / 'ckpt_00000006.pkl').exists()
+  assert (path / 'ckpt_00000006_final.pkl').exists()
+  assert (path / 'ckpt_00000000.pkl').exists()  # after pretraining and burn-in
 
 
-def test_restore_continues_csv(kfac_run, tmp_path):
+@pytest.fixture(scope='module')
+def straight_run(tmp_path_factory):
+  """An uninterrupted run of 10 iterations (same seed as kfac_run)."""
+  path = tmp_path_factory.mktemp('straight')
+  return train.train(tiny_config(path, iterations=10)), path
+
+
+def _assert_same_run(path, result, straight_run):
+  """Bitwise: the same train_stats.csv and final parameters as the uninterrupted run."""
+  straight, straight_path = straight_run
+  assert (path / 'train_stats.csv').read_bytes() == (straight_path / 'train_stats.csv').read_bytes()
+  for a, b in zip(
+    jax.tree.leaves(result.state.params), jax.tree.leaves(straight.state.params), strict=True
+  ):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_deterministic_runs_are_identical(kfac_run, straight_run):
+  """debug.deterministic: two fresh runs write the same rows (6 of 10 here)."""
+  _, path = kfac_run
+  _, straight_path = straight_run
+  rows = (path / 'train_stats.csv').read_text().splitlines()
+  assert len(rows) == 7
+  assert rows == (straight_path / 'train_stats.csv').read_text().splitlines()[:7]
+
+
+def test_restore_continues_csv(kfac_run, straight_run):
   _, path = kfac_run
   # A row written after the last checkpoint (as if the job died) must be replaced, not duplicated.
   with open(path / 'train_stats.csv', 'a') as f:
-    f.write('6,-0.5,-0.5,0,0.5,0.01\n')
+    f.write('6,-0.5,-0.5,0,0.5,0.01,0\n')
   result = train.train(tiny_config(path, iterations=10))
-  steps, rows = _steps(path / 'train_stats.csv')
+  steps, _ = _steps(path / 'train_stats.csv')
   assert steps == list(range(10))
   assert result.state.step == 10
-  # Continuing is exact: the same energies as one uninterrupted run of 10 iterations.
-  train.train(tiny_config(tmp_path, iterations=10))
-  _, straight = _steps(tmp_path / 'train_stats.csv')
-  np.testing.assert_allclose(
-    [float(r['energy']) for r in rows], [float(r['energy']) for r in straight], rtol=1e-9
-  )
+  _assert_same_run(path, result, straight_run)
+
+
+def test_sigterm_saves_then_resume_is_exact(straight_run, tmp_path, monkeypatch):
+  before = signal.getsignal(signal.SIGTERM)
+  iteration = train.iteration
+
+  def terminated_during_step_3(run, state):
+    if state.step == 3:
+      os.kill(os.getpid(), signal.SIGTERM)  # as a cluster pre-empting the job
+    return iteration(run, state)
+
+  monkeypatch.setattr(train, 'iteration', terminated_during_step_3)
+  with pytest.raises(errors.Interrupted, match='SIGTERM after step 4') as info:
+    train.train(tiny_config(tmp_path, iterations=10))
+  assert info.value.signum == signal.SIGTERM
+  assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
+  steps, _ = _steps(tmp_path / 'train_stats.csv')
+  assert steps == [0, 1, 2, 3]  # the step in progress was finished and written
+  assert (tmp_path / 'ckpt_00000004.pkl').exists()
+  monkeypatch.undo()
+  result = train.train(tiny_config(tmp_path, iterations=10))
+  _assert_same_run(tmp_path, result, straight_run)
+
+
+def _inject_nan(monkeypatch, bad_calls, seen=None):
+  """Optimizer steps number ``bad_calls`` return NaN parameters (test-only fault injection)."""
+  make = optimizers.make
+
+  def faulty_make(loss, cfg):
+    optimizer = make(loss, cfg)
+    calls = itertools.count()
+
+    def step(params, state, keys, walkers):
+      if seen is not None:
+        seen.append(jax.device_get(params))
+      params, state, energy, variance = optimizer.step(params, state, keys, walkers)
+      if next(calls) in bad_calls:
+        params = jax.tree.map(lambda p: p * np.nan, params)
+      return params, state, energy, variance
+
+    return dataclasses.replace(optimizer, step=step)
+
+  monkeypatch.setattr(train.optimizers, 'make', faulty_make)
+
+
+def test_nonfinite_step_is_rolled_back(tmp_path, monkeypatch):
+  seen = []
+  _inject_nan(monkeypatch, {3, 4}, seen)
+  result = train.train(tiny_config(tmp_path, iterations=8))
+  _, rows = _steps(tmp_path / 'train_stats.csv')
+  assert [r['rolled_back'] for r in rows] == ['0', '0', '0', '1', '1', '0', '0', '0']
+  # Steps 4 and 5 started from the parameters step 3 started from (KFAC state alike).
+  for a, b, c in zip(*(jax.tree.leaves(seen[i]) for i in (3, 4, 5)), strict=True):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+  before, after = (jax.tree.leaves(seen[i]) for i in (2, 3))
+  assert not all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+  assert np.isfinite(result.energy)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(result.state.params))
+  assert (tmp_path / 'ckpt_00000008_final.pkl').exists()
+
+
+def test_persistent_nonfinite_steps_stop_the_run(tmp_path, monkeypatch):
+  _inject_nan(monkeypatch, set(range(1000)))
+  cfg = tiny_config(tmp_path, optimizer='adam', iterations=50, **{'optim.max_nonfinite_steps': 3})
+  with pytest.raises(errors.NonFiniteError, match='in a row'):
+    train.train(cfg)
+  data = checkpoint.load_latest(tmp_path)
+  assert data['step'] > 0
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(data['params']))
 
 
 @pytest.mark.parametrize('optimizer', ['adam', 'none'])
