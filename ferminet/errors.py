@@ -17,3 +17,7 @@ class ConfigError(FermiNetError, ValueError):
 
 class InvalidSystemError(FermiNetError, ValueError):
   """The physical system (atoms, charges, electrons, units) is inconsistent."""
+
+
+class AnalysisError(FermiNetError, ValueError):
+  """A run folder cannot be analysed (no statistics file, too few rows, unknown name)."""
