@@ -37,21 +37,21 @@ def convergence(
   n = data.energy.size
   ax.plot(data.step, data.energy, lw=0.5, color='0.65', label='energy per step')
   window = max(1, n // 50)
-  ax.plot(
-    data.step, rolling_mean(data.energy, window), color='C0', label=f'rolling mean ({window})'
-  )
+  rolling = rolling_mean(data.energy, window)
+  ax.plot(data.step, rolling, color='C0', label=f'rolling mean ({window})')
   start = data.step[summary.discarded]
   ax.axvspan(data.step[0], start, color='0.92', label='burn-in (discarded)')
   mean, err = summary.energy.mean, summary.energy.stderr
   ax.hlines(mean, start, data.step[-1], color='C1', label=f'mean {mean:.5f} ± {err:.5f} Ha')
   if np.isfinite(err):
     ax.fill_between([start, data.step[-1]], mean - err, mean + err, color='C1', alpha=0.3, lw=0)
-  shown = [data.energy[summary.discarded :]]
+  shown = [data.energy[summary.discarded :], rolling[n // 10 :]]
   if summary.reference is not None:
     ref = summary.reference.energy
     ax.axhline(ref, color='C3', ls='--', label=f'reference {ref:.5f} Ha')
     shown.append(np.array([ref]))
-  # Early steps can be far off: scale the axis to the averaged part and the reference.
+  # Early steps can be far off: scale the axis to the averaged part, the rolling mean
+  # after the first tenth of the run and the reference.
   lo, hi = np.percentile(np.concatenate(shown), [0.5, 99.5])
   pad = max(hi - lo, 1e-3) * 0.6
   ax.set_ylim(lo - pad, hi + pad)
