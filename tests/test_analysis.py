@@ -169,3 +169,29 @@ def test_cli_on_real_run_writes_png_and_json(h2_run, tmp_path):
   assert row_b[:3] == ['B', '0.00', '+/-'] and float(row_b[3]) > 0  # same run: 0 +/- sqrt(2) σ
   assert (tmp_path / 'reaction_profile.png').read_bytes()[:4] == b'\x89PNG'
   assert (tmp_path / 'A_convergence.png').exists() and (tmp_path / 'B_convergence.png').exists()
+
+
+def test_reaction_study_commands(tmp_path):
+  script = ROOT / 'examples' / 'reaction_study' / 'study.py'
+  out = subprocess.run(
+    [sys.executable, str(script), '--print', '--tiny', '--runs', str(tmp_path / 'runs')],
+    capture_output=True, text=True, cwd=ROOT, timeout=60,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  names = ['bicbut', 'con_TS', 'dis_TS', 'g-but', 'gt-TS', 't-but']
+  assert len(lines) == 7
+  for line, name in zip(lines, names, strict=False):
+    assert (
+      line.startswith('ferminet --config configs/organic.py') and f'molecule_name {name} ' in line
+    )
+  assert lines[-1].startswith('ferminet-analyze') and '--relative-to bicbut' in lines[-1]
+  out = subprocess.run(
+    [sys.executable, str(script), '--reaction', 'cycbut', '--slurm', str(tmp_path / 'jobs'),
+     '--runs', str(tmp_path / 'runs')],
+    capture_output=True, text=True, cwd=ROOT, timeout=60,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr
+  jobs = sorted(p.name for p in (tmp_path / 'jobs').iterdir())
+  assert jobs == ['cycbut-ground.sh', 'cycbut-trans.sh']
+  assert '#SBATCH' in (tmp_path / 'jobs' / 'cycbut-trans.sh').read_text()
