@@ -3,7 +3,11 @@
 VMC energies along a run are autocorrelated, so the plain standard error is
 too small. :func:`reblock` applies the Flyvbjerg–Petersen blocking transform
 (J. Chem. Phys. 91, 461 (1989)) and picks the block size with the criterion of
-Lee, Needs & Towler (Phys. Rev. E 83, 066706 (2011)).
+Lee, Needs & Towler (Phys. Rev. E 83, 066706 (2011)). :func:`analyze_run` turns a
+run folder into a :class:`RunSummary`; :func:`relative_energies` makes a reaction
+profile; :func:`literature` gives the published values it is compared with. The
+command line is in :mod:`ferminet.analyze_cli` (``ferminet-analyze`` or
+``python -m ferminet.analysis``), the pictures in :mod:`ferminet.plots`.
 """
 
 from __future__ import annotations
@@ -11,10 +15,36 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib.resources
+import json
+import math
+import pathlib
+from collections.abc import Sequence
 
 import numpy as np
 
+from ferminet import errors, writers
 from ferminet import system as system_lib
+
+# 1 hartree in kcal/mol: CODATA 2018 E_h = 4.3597447222071e-18 J, times the Avogadro
+# constant 6.02214076e23 /mol, over 4184 J/kcal (thermochemical calorie).
+HARTREE_TO_KCAL_PER_MOL = 627.509474
+
+# Molecule names (ferminet.molecules, at their default geometry) whose row in
+# data/energies.csv has another name. The cyclobutadiene rows are the LAVA values,
+# most likely at these geometries (see the source column there).
+REFERENCE_ALIASES = {
+  'bicyclobutane': 'bicyclobutane (PRR geometry)',
+  'cycbut-ground': 'cyclobutadiene rectangle (D2h)',
+  'cycbut-trans': 'cyclobutadiene square (D4h TS)',
+  'H4': 'H4 (square)',
+  'H10': 'H10 chain',
+}
+
+# reactions.csv: reaction -> (baseline structure, {csv structure: molecule name}).
+REACTIONS = {
+  'bicyclobutane->butadiene': ('bicbut', {}),
+  'cyclobutadiene automerization': ('cycbut-ground', {'square-rectangle': 'cycbut-trans'}),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,15 +96,235 @@ def reference_energies() -> dict[str, dict[str, str]]:
     return {row['system']: row for row in csv.DictReader(f)}
 
 
+@dataclasses.dataclass(frozen=True)
+class Reference:
+  """A row of the reference table; energies in hartree."""
+
+  system: str  # the row's name in data/energies.csv
+  energy: float
+  method: str
+  hf_limit: float | None  # Hartree–Fock (CBS) energy, when known
+
+
+def reference(name: str, electrons: Sequence[int] | None = None) -> Reference | None:
+  """The reference energy of system ``name`` (e.g. 'Li', 'N2', 'H4'), if the table has it.
+
+  ``name`` is ``config.system.name`` (geometry parameters are appended off the default
+  geometry, so such a name has no reference). With ``electrons`` ((n_alpha, n_beta)),
+  a row with another electron count does not match.
+  """
+  table = reference_energies()
+  row = table.get(name) or table.get(REFERENCE_ALIASES.get(name, ''))
+  if row is None:
+    return None
+  if electrons is not None and (
+    (int(row['electrons_alpha']), int(row['electrons_beta'])) != tuple(int(n) for n in electrons)
+  ):
+    return None
+  try:
+    energy = float(row['reference_Ha'])
+  except ValueError:
+    return None
+  try:
+    hf = float(row['hf_cbs_Ha'])
+  except ValueError:
+    hf = None
+  return Reference(row['system'], energy, row['reference_method'], hf)
+
+
 def reference_for(system: system_lib.System, name: str) -> tuple[float, str] | None:
   """(reference energy in Ha, method) when the table lists ``name`` (e.g. 'Li', 'He+',
   'N2', as set by config.resolve) with this system's electrons."""
-  row = reference_energies().get(name)
-  if row is None:
-    return None
-  if (int(row['electrons_alpha']), int(row['electrons_beta'])) != tuple(system.electrons):
-    return None
+  ref = reference(name, system.electrons)
+  return None if ref is None else (ref.energy, ref.method)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+  """The numbers of one run folder. Energies in Ha, variances in Ha²."""
+
+  name: str  # system name: --name, else config.json's system.name, else the folder name
+  path: str
+  stats_file: str
+  steps: int  # rows in the statistics file
+  discarded: int  # rows dropped as burn-in
+  energy: Reblocked  # reblocked energy of the kept rows
+  pmove: float  # mean Metropolis acceptance of the kept rows
+  variance: float  # mean local-energy variance of the kept rows
+  reference: Reference | None
+  error_mha: float | None  # (energy - reference) in mHa
+  correlation_pct: float | None  # % of the correlation energy (E_HF - E_ref) recovered
+
+  def to_dict(self) -> dict:
+    out = dataclasses.asdict(self)
+    out['energy'] = dataclasses.asdict(self.energy)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+  """The raw series of a run folder, shape (steps,) each."""
+
+  step: np.ndarray
+  energy: np.ndarray
+  pmove: np.ndarray
+  variance: np.ndarray
+
+
+def stats_path(run_dir: str | pathlib.Path) -> pathlib.Path:
+  """The statistics CSV of a run folder: train_stats.csv, else inference_stats.csv."""
+  run_dir = pathlib.Path(run_dir)
+  if not run_dir.is_dir():
+    raise errors.AnalysisError(f'run folder {str(run_dir)!r} does not exist')
+  for name in ('train_stats.csv', 'inference_stats.csv'):
+    if (run_dir / name).is_file():
+      return run_dir / name
+  raise errors.AnalysisError(
+    f'{str(run_dir)!r} holds no train_stats.csv or inference_stats.csv: '
+    'is it a ferminet run folder?'
+  )
+
+
+def read_run(run_dir: str | pathlib.Path) -> RunData:
+  """The per-step statistics of a run folder."""
+  path = stats_path(run_dir)
   try:
-    return float(row['reference_Ha']), row['reference_method']
-  except ValueError:
-    return None
+    rows = writers.read_rows(path)
+  except errors.FermiNetError as e:
+    raise errors.AnalysisError(str(e)) from None
+  if not rows:
+    raise errors.AnalysisError(f'{path} has no complete rows yet')
+  columns = {c: np.array([float(r[c]) for r in rows]) for c in ('energy', 'pmove', 'variance')}
+  return RunData(np.array([int(r['step']) for r in rows]), **columns)
+
+
+def run_config(run_dir: str | pathlib.Path) -> dict:
+  """The run's config.json (written by training) as a dict; {} when there is none."""
+  path = pathlib.Path(run_dir) / 'config.json'
+  if not path.is_file():
+    return {}
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise errors.AnalysisError(f'cannot read {path}: {e}') from None
+
+
+def analyze_run(
+  run_dir: str | pathlib.Path, burn_in: float = 0.5, name: str | None = None
+) -> tuple[RunSummary, RunData]:
+  """Reblocked energy and averages of a run folder after dropping a burn-in.
+
+  Args:
+    run_dir: a folder with train_stats.csv (or inference_stats.csv).
+    burn_in: fraction of the rows dropped from the start, in [0, 1).
+    name: system name for the reference lookup; None: config.json's system.name,
+      else the folder name.
+  """
+  if not 0 <= burn_in < 1:
+    raise errors.AnalysisError(f'burn-in fraction must be in [0, 1), got {burn_in}')
+  data = read_run(run_dir)
+  system = run_config(run_dir).get('system', {})
+  if name is None:
+    name = system.get('name') or pathlib.Path(run_dir).resolve().name
+  n = data.energy.size
+  start = min(int(n * burn_in), n - 1)
+  kept = slice(start, None)
+  blocked = reblock(data.energy[kept])
+  ref = reference(name, system.get('electrons') or None)
+  error = corr = None
+  if ref is not None:
+    error = (blocked.mean - ref.energy) * 1000
+    if ref.hf_limit is not None and ref.hf_limit != ref.energy:
+      corr = 100 * (ref.hf_limit - blocked.mean) / (ref.hf_limit - ref.energy)
+  summary = RunSummary(
+    name=name,
+    path=str(run_dir),
+    stats_file=stats_path(run_dir).name,
+    steps=n,
+    discarded=start,
+    energy=blocked,
+    pmove=float(np.mean(data.pmove[kept])),
+    variance=float(np.mean(data.variance[kept])),
+    reference=ref,
+    error_mha=error,
+    correlation_pct=corr,
+  )
+  return summary, data
+
+
+@dataclasses.dataclass(frozen=True)
+class Relative:
+  """E(name) - E(relative_to) in kcal/mol with its standard error."""
+
+  name: str
+  energy: float
+  stderr: float
+
+
+def relative_energies(
+  energies: Sequence[tuple[str, float, float]], relative_to: str
+) -> list[Relative]:
+  """Relative energies in kcal/mol from (name, energy Ha, stderr Ha) triples.
+
+  The runs are independent, so the errors add in quadrature:
+  σ(E_i - E_0) = sqrt(σ_i² + σ_0²); the baseline itself gets 0 +/- 0.
+  """
+  names = [n for n, _, _ in energies]
+  if relative_to not in names:
+    raise errors.AnalysisError(
+      f'--relative-to {relative_to!r} is none of the runs ({", ".join(names)})'
+    )
+  if len(set(names)) != len(names):
+    raise errors.AnalysisError(f'two runs have the same name ({", ".join(names)}): use --name')
+  _, e0, s0 = energies[names.index(relative_to)]
+  out = []
+  for name, e, s in energies:
+    if name == relative_to:
+      out.append(Relative(name, 0.0, 0.0))
+    else:
+      diff = (e - e0) * HARTREE_TO_KCAL_PER_MOL
+      out.append(Relative(name, diff, math.hypot(s, s0) * HARTREE_TO_KCAL_PER_MOL))
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Literature:
+  """A published relative energy in kcal/mol (from data/reactions.csv)."""
+
+  name: str  # molecule name of the structure
+  relative_to: str  # molecule name of the baseline
+  method: str
+  energy: float
+  zpve: str  # whether zero-point energy is included, as the source says
+  source: str
+
+
+def literature(relative_to: str | None = None) -> list[Literature]:
+  """Published relative energies, optionally only those against ``relative_to``.
+
+  Rows without a single value (an experimental range) and rows that are not
+  relative energies (the ZPVE values themselves) are left out.
+  """
+  path = importlib.resources.files('ferminet') / 'data' / 'reactions.csv'
+  out = []
+  with path.open() as f:
+    for row in csv.DictReader(f):
+      if row['reaction'] not in REACTIONS or row['zpve_included'] == 'n/a':
+        continue
+      try:
+        value = float(row['value_kcal_mol'])
+      except ValueError:
+        continue
+      baseline, names = REACTIONS[row['reaction']]
+      name = names.get(row['structure'], row['structure'])
+      if relative_to is None or baseline == relative_to:
+        out.append(
+          Literature(name, baseline, row['method'], value, row['zpve_included'], row['source'])
+        )
+  return out
+
+
+if __name__ == '__main__':
+  from ferminet import analyze_cli
+
+  analyze_cli.main()

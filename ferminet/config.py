@@ -37,16 +37,20 @@ def default() -> ml_collections.ConfigDict:
       # Total number of walkers over all local devices (one host; multi-host is not yet supported).
       'batch_size': 4096,
       'system': {
-        'name': '',  # label for the reference table (e.g. 'Li', 'N2'); set by resolve()
+        # Label for the reference table and ferminet-analyze (e.g. 'Li', 'N2'); set by
+        # resolve(): the molecule name, with R=/angle= appended off the default geometry.
+        'name': '',
         # One of these defines the nuclei (checked in this order):
         'atom': '',  # element symbol: a single atom at the origin
         'molecule_name': '',  # a named structure, see ferminet.molecules
         'xyz': '',  # path of an xyz file
         'pyscf_mol': None,  # a built pyscf.gto.Mole
         'molecule': config_dict.placeholder(list),  # list of system.Atom
-        # Parameters of a named structure (bond length in system.units).
+        # Parameters of a named structure, None: its default (see ferminet.molecules).
+        # bond_length in system.units: diatomics the bond, H4 the circle radius
+        # (3.2843 bohr), H10 the spacing (1.8 bohr).
         'bond_length': config_dict.placeholder(float),
-        'angle': config_dict.placeholder(float),  # degrees (H4)
+        'angle': config_dict.placeholder(float),  # degrees, H4 only (90: square)
         # Units of bond_length and of system.molecule coordinates (default bohr) and of
         # an xyz file without a units= comment (default angstrom, the xyz convention).
         'units': config_dict.placeholder(str),
@@ -285,8 +289,11 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   check(cfg)
   system = build_system(cfg)
   with cfg.unlocked():
-    if not cfg.system.name:
-      cfg.system.name = cfg.system.molecule_name or _atom_label(cfg.system.atom, system)
+    if not cfg.system.name and cfg.system.molecule_name:
+      s = cfg.system
+      cfg.system.name = molecules.label(s.molecule_name, s.bond_length, s.angle, s.units or 'bohr')
+    elif not cfg.system.name:
+      cfg.system.name = _atom_label(cfg.system.atom, system)
     cfg.system.molecule = list(system.atoms)
     cfg.system.electrons = tuple(system.electrons)
     # The atoms now define the system; further resolves must not rebuild it

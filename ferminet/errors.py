@@ -37,3 +37,7 @@ class Interrupted(FermiNetError):
   def __init__(self, message: str, signum: int):
     super().__init__(message)
     self.signum = signum
+
+
+class AnalysisError(FermiNetError, ValueError):
+  """A run folder cannot be analysed (no statistics file, too few rows, unknown name)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import pathlib
 import time
 from typing import Any, NamedTuple
@@ -142,6 +143,8 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     return walkers, pmove, width
 
   sample = jax.pmap(local_sample, axis_name=parallel.AXIS, in_axes=(0, 0, 0, 0, None))
+  save_path = _save_path(cfg)
+  write_config(cfg, save_path)
   return Run(
     cfg=cfg,
     system=system,
@@ -150,7 +153,7 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     sample=sample,
     keep_finite=jax.pmap(_keep_finite, axis_name=parallel.AXIS),
     copy=jax.pmap(lambda tree: jax.tree.map(jnp.copy, tree), axis_name=parallel.AXIS),
-    save_path=_save_path(cfg),
+    save_path=save_path,
     inference=cfg.optim.optimizer == 'none',
     stop=interrupts.StopRequests(),
   )
@@ -169,6 +172,24 @@ def _keep_finite(new: Any, old: Any, energy: jax.Array) -> tuple[Any, jax.Array]
   """
   ok = jnp.isfinite(energy) & _all_finite(new[0])
   return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old), ok
+
+
+def write_config(cfg: ml_collections.ConfigDict, save_path: pathlib.Path) -> pathlib.Path:
+  """Writes the resolved config as ``config.json`` into the run folder.
+
+  ferminet-analyze reads ``system.name`` (the reference-table label) and
+  ``system.electrons`` from it; atoms are written as {symbol, coords (bohr), charge}.
+  """
+
+  def encode(obj: Any) -> Any:
+    if isinstance(obj, system_lib.Atom):
+      return {'symbol': obj.symbol, 'coords': list(obj.coords), 'charge': obj.charge}
+    return repr(obj)
+
+  path = pathlib.Path(save_path) / 'config.json'
+  with writers.atomic_open(path, 'w') as f:
+    json.dump(cfg.to_dict(), f, indent=1, default=encode)
+  return path
 
 
 def _meta(run: Run, params: Any) -> dict[str, Any]:

@@ -110,6 +110,98 @@ def test_every_molecule_name_builds():
     molecules.build('unobtainium')
 
 
+# Single-bond covalent radii in Å (Cordero et al., Dalton Trans. 2008, 2832).
+COVALENT_RADIUS = {'H': 0.31, 'Li': 1.28, 'C': 0.76, 'N': 0.71, 'O': 0.66}
+BOND_STRETCH = 1.3  # a neighbour farther than 1.3 x (r_a + r_b) is no bond
+MODEL_SYSTEMS = ('H4', 'H10')  # stretched-bond hydrogen models, checked against their definition
+
+
+def _distances_angstrom(system):
+  coords = system.coords / system_lib.BOHR_PER_ANGSTROM
+  d = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+  np.fill_diagonal(d, np.inf)
+  return d
+
+
+@pytest.mark.parametrize('name', molecules.names())
+def test_every_structure_is_physical(name):
+  """Neutral; nuclei >= 0.5 Å apart; each atom bonded to a neighbour (bohr read as Å fails)."""
+  system = system_lib.make_system(molecules.build(name))
+  assert system.n_electrons == pytest.approx(system.charges.sum())
+  d = _distances_angstrom(system)
+  assert d.min() >= 0.5, f'{name}: nuclei {d.min():.3f} Å apart'
+  if name in MODEL_SYSTEMS:
+    return
+  for i, a in enumerate(system.symbols):
+    bonds = [
+      d[i, j] <= BOND_STRETCH * (COVALENT_RADIUS[a] + COVALENT_RADIUS[b])
+      for j, b in enumerate(system.symbols)
+      if j != i
+    ]
+    assert any(bonds), f'{name}: atom {i} ({a}) has no neighbour within bonding distance'
+
+
+def test_bohr_read_as_angstrom_is_caught():
+  """The bonding check above rejects a structure whose bohr numbers were read as Å."""
+  for name in ('N2', 'CH4', 'LiH'):
+    wrong = [
+      system_lib.Atom(a.symbol, a.coords, units='angstrom') for a in molecules.build(name)
+    ]  # bohr values taken as Å
+    system = system_lib.make_system(wrong)
+    d = _distances_angstrom(system)
+    ok = [
+      any(d[i, j] <= BOND_STRETCH * (COVALENT_RADIUS[a] + COVALENT_RADIUS[b])
+          for j, b in enumerate(system.symbols) if j != i)
+      for i, a in enumerate(system.symbols)
+    ]  # fmt: skip
+    assert not all(ok), name
+
+
+@pytest.mark.parametrize('name, xyz', [('LiH', 'prr_LiH.xyz'), ('Li2', 'prr_Li2.xyz'),
+                                       ('N2', 'prr_N2.xyz'), ('CO', 'prr_CO.xyz')])  # fmt: skip
+def test_diatomic_defaults_match_paper_geometries(name, xyz):
+  row = next(r for r in _check_rows() if r['file'] == xyz)
+  system = system_lib.make_system(molecules.build(name))
+  assert system.nuclear_repulsion() == pytest.approx(float(row['nuclear_repulsion_Ha']), rel=1e-7)
+
+
+def test_xyz_structures_are_in_check_csv():
+  files = {r['file'] for r in _check_rows()}
+  assert set(molecules.XYZ.values()) <= files
+
+
+def test_h4_geometry():
+  """Square by default (R = 3.2843 bohr); a rectangle off 90°; R in Å converts."""
+  square = system_lib.make_system(molecules.build('H4'))
+  assert square.electrons == (2, 2)
+  side = 2 * 3.2843 * np.sin(np.pi / 4)
+  assert square.nuclear_repulsion() == pytest.approx(4 / side + 2 / (side * np.sqrt(2)), rel=1e-12)
+  rect = system_lib.make_system(molecules.build('H4', angle=80.0))
+  a, b = 2 * 3.2843 * np.sin(np.radians(40)), 2 * 3.2843 * np.cos(np.radians(40))
+  expected = 2 / a + 2 / b + 2 / np.hypot(a, b)
+  assert rect.nuclear_repulsion() == pytest.approx(expected, rel=1e-12)
+  in_angstrom = molecules.build('H4', bond_length=1.738, units='angstrom')
+  np.testing.assert_allclose(
+    np.abs(in_angstrom[0].coords[0]), 1.738 * system_lib.BOHR_PER_ANGSTROM * np.sqrt(0.5)
+  )
+  assert molecules.label('H4') == 'H4'
+  assert molecules.label('H4', angle=85) == 'H4 R=3.2843 bohr angle=85'
+  with pytest.raises(errors.ConfigError, match='angle'):
+    molecules.build('H4', angle=180.0)
+  with pytest.raises(errors.ConfigError, match='angle'):
+    molecules.build('N2', angle=90.0)
+
+
+def test_h10_chain():
+  chain = system_lib.make_system(molecules.build('H10', bond_length=2.0))
+  assert chain.electrons == (5, 5)
+  expected = sum((10 - k) / (k * 2.0) for k in range(1, 10))
+  assert chain.nuclear_repulsion() == pytest.approx(expected, rel=1e-12)
+  np.testing.assert_allclose(np.diff(chain.coords[:, 0]), 2.0)
+  assert molecules.label('H10') == 'H10' and molecules.label('H10', 1.8) == 'H10'
+  assert molecules.label('H10', 2.0) == 'H10 R=2 bohr'
+
+
 def test_xyz_units(tmp_path):
   """An xyz file without units= is angstrom (the xyz convention); units= or the argument wins."""
   plain = tmp_path / 'h2.xyz'

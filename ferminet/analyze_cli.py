@@ -1,0 +1,197 @@
+"""The ``ferminet-analyze`` command: numbers with honest error bars, and plots, from runs.
+
+Usage:
+    ferminet-analyze RUN_DIR [RUN_DIR ...] [--burn-in 0.5] [--json]
+    ferminet-analyze runs/bicbut runs/con_TS runs/t-but --relative-to bicbut
+    python -m ferminet.analysis RUN_DIR
+
+For each run folder (with train_stats.csv, or inference_stats.csv): the energy
+reblocked after dropping the first ``--burn-in`` fraction of the steps
+(``energy_Ha: <mean> +/- <stderr>``), the autocorrelation time, the mean
+acceptance and local-energy variance, the reference energy when the system is
+known, and a convergence plot (``convergence.png`` in the run folder, or in
+``--out``). With ``--relative-to NAME``, the energies relative to run NAME in
+kcal/mol (errors of independent runs added in quadrature), with published values,
+and ``reaction_profile.png``. Run names: ``--name`` (one per folder), else
+``system.name`` from the folder's config.json, else the folder name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from ferminet import analysis, errors
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+    prog='ferminet-analyze',
+    description='Reblocked energies, reference comparison, relative energies and plots '
+    'from ferminet run folders.',
+  )
+  parser.add_argument('run_dirs', nargs='+', metavar='RUN_DIR', help='ferminet run folder(s)')
+  parser.add_argument(
+    '--burn-in',
+    type=float,
+    default=0.5,
+    help='fraction of the steps discarded from the start before averaging (default: 0.5)',
+  )
+  parser.add_argument(
+    '--name',
+    action='append',
+    default=None,
+    help='system name of a run folder; give once per RUN_DIR, in order (default: '
+    "config.json's system.name, else the folder name)",
+  )
+  parser.add_argument(
+    '--relative-to',
+    metavar='NAME',
+    help='print and plot energies relative to the run with this name, in kcal/mol',
+  )
+  parser.add_argument('--json', action='store_true', help='print JSON instead of text')
+  parser.add_argument(
+    '--out',
+    type=pathlib.Path,
+    help='folder for the PNGs (default: each run folder for its convergence plot, '
+    'the current folder for the reaction profile)',
+  )
+  parser.add_argument('--no-plot', action='store_true', help='write no PNG')
+  return parser.parse_args(argv)
+
+
+def analyze(args: argparse.Namespace) -> dict:
+  """Everything the command reports, as a JSON-ready dict (writes the PNGs)."""
+  names = args.name or [None] * len(args.run_dirs)
+  if len(names) != len(args.run_dirs):
+    raise errors.AnalysisError(
+      f'give --name once per RUN_DIR: {len(names)} names for {len(args.run_dirs)} folders'
+    )
+  if args.out is not None:
+    args.out.mkdir(parents=True, exist_ok=True)
+  plots = None
+  if not args.no_plot:
+    from ferminet import plots  # matplotlib is imported only when plotting
+  runs = []
+  for run_dir, name in zip(args.run_dirs, names, strict=True):
+    summary, data = analysis.analyze_run(run_dir, args.burn_in, name)
+    entry = summary.to_dict()
+    if plots is not None:
+      folder = args.out if args.out is not None else pathlib.Path(run_dir)
+      filename = 'convergence.png' if args.out is None else f'{_slug(summary.name)}_convergence.png'
+      entry['plot'] = str(plots.convergence(data, summary, folder / filename))
+    runs.append(entry)
+  result = {'burn_in_fraction': args.burn_in, 'runs': runs}
+  if args.relative_to is not None:
+    triples = [(r['name'], r['energy']['mean'], r['energy']['stderr']) for r in runs]
+    relative = analysis.relative_energies(triples, args.relative_to)
+    lit = analysis.literature(args.relative_to)
+    result['relative'] = {
+      'relative_to': args.relative_to,
+      'units': 'kcal/mol',
+      'hartree_to_kcal_per_mol': analysis.HARTREE_TO_KCAL_PER_MOL,
+      'energies': [vars(r) for r in relative],
+      'literature': [vars(x) for x in lit if x.name in {r.name for r in relative}],
+    }
+    if plots is not None:
+      folder = args.out if args.out is not None else pathlib.Path('.')
+      path = plots.profile(relative, lit, args.relative_to, folder / 'reaction_profile.png')
+      result['relative']['plot'] = str(path)
+  return result
+
+
+def _slug(name: str) -> str:
+  return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+  return 'n/a' if value is None else format(value, spec)
+
+
+def text(result: dict) -> list[str]:
+  """The human-readable report: ``key: value`` lines per run, then the profile table."""
+  lines = []
+  for r in result['runs']:
+    e = r['energy']
+    if lines:
+      lines.append('')
+    lines += [
+      f'run: {r["path"]}',
+      f'name: {r["name"]}',
+      f'energy_Ha: {e["mean"]:.6f} +/- {e["stderr"]:.6f}',
+      f'averaged_steps: {e["n"]} of {r["steps"]} (first {r["discarded"]} discarded as burn-in)',
+      f'block_size: {e["block_size"]}'
+      + ('' if e['converged'] else ' (reblocking not converged: run longer)'),
+      f'naive_stderr_Ha: {e["naive_stderr"]:.6f}',
+      f'autocorrelation_time_steps: {e["autocorrelation_time"]:.2f}',
+      f'pmove_mean: {r["pmove"]:.4f}',
+      f'variance_mean_Ha2: {r["variance"]:.6g}',
+    ]
+    ref = r['reference']
+    if ref is not None:
+      lines += [
+        f'reference_Ha: {ref["energy"]:.6f} ({ref["method"]}; {ref["system"]})',
+        f'error_mHa: {r["error_mha"]:.2f} +/- {e["stderr"] * 1000:.2f}',
+        f'correlation_energy_pct: {_fmt(r["correlation_pct"], ".2f")}',
+      ]
+    else:
+      lines.append('reference_Ha: n/a')
+    if 'plot' in r:
+      lines.append(f'plot: {r["plot"]}')
+  rel = result.get('relative')
+  if rel is not None:
+    lines += [
+      '',
+      f'relative energies to {rel["relative_to"]} in kcal/mol '
+      f'(1 Ha = {rel["hartree_to_kcal_per_mol"]} kcal/mol; independent errors in quadrature):',
+    ]
+    width = max(len(x['name']) for x in rel['energies'])
+    for x in rel['energies']:
+      lines.append(f'  {x["name"]:<{width}}  {x["energy"]:9.2f} +/- {x["stderr"]:.2f}')
+      for lit in rel['literature']:
+        if lit['name'] == x['name']:
+          lines.append(
+            f'  {"":<{width}}    literature {lit["energy"]:7.2f}  {lit["method"]} '
+            f'[ZPVE: {lit["zpve"]}]'
+          )
+    if 'plot' in rel:
+      lines.append(f'plot: {rel["plot"]}')
+  return lines
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """Console-script entry point; input errors print one line and exit with status 2."""
+  args = parse_args(argv)
+  try:
+    result = analyze(args)
+  except errors.FermiNetError as e:
+    print(f'ferminet-analyze: error: {e}', file=sys.stderr)
+    sys.exit(2)
+  if args.json:
+    print(json.dumps(_finite(result), indent=1, default=_json_default, allow_nan=False))
+  else:
+    print('\n'.join(text(result)))
+
+
+def _finite(obj):
+  """NaN and infinities (e.g. the error of a single step) as null: strict JSON."""
+  if isinstance(obj, float):
+    return obj if obj == obj and abs(obj) != float('inf') else None
+  if isinstance(obj, dict):
+    return {k: _finite(v) for k, v in obj.items()}
+  if isinstance(obj, list | tuple):
+    return [_finite(v) for v in obj]
+  return obj
+
+
+def _json_default(obj):
+  if hasattr(obj, 'item'):  # numpy scalars
+    return obj.item()
+  raise TypeError(f'not JSON serialisable: {type(obj).__name__}')
+
+
+if __name__ == '__main__':
+  main()

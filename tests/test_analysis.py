@@ -1,0 +1,197 @@
+"""ferminet-analyze: reblocking, references, relative energies, and the CLI on a real run."""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import signal
+from test_train import tiny_config
+
+from ferminet import analysis, analyze_cli, errors, train
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _ar1(phi, n, seed, sigma=1.0):
+  """x_t = phi x_{t-1} + eps_t, started in its stationary distribution."""
+  rng = np.random.default_rng(seed)
+  eps = rng.normal(0.0, sigma, n)
+  eps[0] *= 1 / math.sqrt(1 - phi**2)  # stationary start
+  return signal.lfilter([1.0], [1.0, -phi], eps)
+
+
+@pytest.mark.parametrize('phi', [0.5, 0.8, 0.9, 0.95])
+@pytest.mark.parametrize('seed', [0, 1])
+def test_reblock_ar1_matches_analytic_error(phi, seed):
+  n = 2**17
+  x = _ar1(phi, n, seed)
+  var_x = 1.0 / (1 - phi**2)
+  factor = (1 + phi) / (1 - phi)  # var(mean) = var_x / n * (1 + phi) / (1 - phi)
+  expected = math.sqrt(var_x / n * factor)
+  result = analysis.reblock(x)
+  assert result.converged
+  assert result.stderr == pytest.approx(expected, rel=0.15)
+  assert result.autocorrelation_time == pytest.approx(factor, rel=0.3)
+  assert result.naive_stderr < result.stderr
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_reblock_uncorrelated_gives_naive_error(seed):
+  n = 20000
+  x = np.random.default_rng(seed).normal(3.0, 2.0, n)
+  result = analysis.reblock(x)
+  assert result.naive_stderr == pytest.approx(2.0 / math.sqrt(n), rel=0.05)
+  assert result.stderr == pytest.approx(result.naive_stderr, rel=0.15)
+  assert result.mean == pytest.approx(3.0, abs=5 * 2.0 / math.sqrt(n))
+
+
+def test_relative_energies_propagate_errors():
+  ha = analysis.HARTREE_TO_KCAL_PER_MOL
+  out = analysis.relative_energies(
+    [('bicbut', -155.90, 0.0003), ('con_TS', -155.84, 0.0004), ('t-but', -155.95, 0.0)], 'bicbut'
+  )
+  assert [r.name for r in out] == ['bicbut', 'con_TS', 't-but']
+  assert (out[0].energy, out[0].stderr) == (0.0, 0.0)
+  assert out[1].energy == pytest.approx(0.06 * ha, rel=1e-9)
+  assert out[1].stderr == pytest.approx(0.0005 * ha, rel=1e-9)  # 3-4-5
+  assert out[2].energy == pytest.approx(-0.05 * ha, rel=1e-9)
+  assert out[2].stderr == pytest.approx(0.0003 * ha, rel=1e-9)
+  with pytest.raises(errors.AnalysisError, match='none of the runs'):
+    analysis.relative_energies([('a', -1.0, 0.1)], 'b')
+  with pytest.raises(errors.AnalysisError, match='same name'):
+    analysis.relative_energies([('a', -1.0, 0.1), ('a', -1.1, 0.1)], 'a')
+
+
+def test_literature_values():
+  bicbut = analysis.literature('bicbut')
+  assert {x.name for x in bicbut} == {'con_TS', 'dis_TS', 'g-but', 'gt-TS', 't-but'}
+  assert not any(x.method.startswith('ZPVE used') for x in bicbut)  # ZPVEs, not energies
+  ccsdt = {x.name: x.energy for x in bicbut if x.method.startswith('CCSD(T)')}
+  assert ccsdt['t-but'] == -28.0 and ccsdt['con_TS'] == 40.4
+  cycbut = analysis.literature('cycbut-ground')
+  assert {x.name for x in cycbut} == {'cycbut-trans'}
+  assert any(x.energy == 8.93 for x in cycbut)
+  assert analysis.literature('H2') == []
+
+
+def test_reference_lookup():
+  assert analysis.reference('H4', (2, 2)).energy == -2.0155  # alias of 'H4 (square)'
+  assert analysis.reference('H4 R=3.5 bohr', (2, 2)) is None  # another geometry
+  assert analysis.reference('N2', (6, 8)) is None  # other electrons
+  ref = analysis.reference('Li')
+  assert (ref.energy, ref.hf_limit) == (-7.47806, -7.43275)
+
+
+def _fake_run(path, energies, name='Li', electrons=(2, 1)):
+  path.mkdir()
+  lines = ['step,energy,ewmean,ewvar,pmove,variance']
+  lines += [f'{i},{e},{e},0,0.5,0.25' for i, e in enumerate(energies)]
+  (path / 'train_stats.csv').write_text('\n'.join(lines) + '\n')
+  if name is not None:
+    (path / 'config.json').write_text(
+      json.dumps({'system': {'name': name, 'electrons': electrons}})
+    )
+  return path
+
+
+def test_analyze_run_burn_in_and_reference(tmp_path):
+  rng = np.random.default_rng(0)
+  energies = np.concatenate([np.full(500, -7.0), -7.46 + 0.01 * rng.normal(size=500)])
+  summary, _ = analysis.analyze_run(_fake_run(tmp_path / 'li', energies))
+  assert summary.discarded == 500 and summary.energy.n == 500
+  assert summary.energy.mean == pytest.approx(np.mean(energies[500:]))
+  assert summary.error_mha == pytest.approx((summary.energy.mean + 7.47806) * 1000)
+  corr = 100 * (-7.43275 - summary.energy.mean) / (-7.43275 + 7.47806)
+  assert summary.correlation_pct == pytest.approx(corr)
+  assert summary.pmove == 0.5 and summary.variance == 0.25
+  # No config.json: the folder name; --name wins.
+  nameless, _ = analysis.analyze_run(_fake_run(tmp_path / 'He', [-2.9] * 10, name=None), 0.0)
+  assert nameless.name == 'He' and nameless.reference.energy == -2.903724
+  assert nameless.discarded == 0
+  named, _ = analysis.analyze_run(tmp_path / 'He', 0.5, name='X')
+  assert named.name == 'X' and named.reference is None
+
+
+def test_cli_input_errors(tmp_path, capsys):
+  for args, message in [
+    ([str(tmp_path / 'missing')], 'does not exist'),
+    ([str(tmp_path)], 'no train_stats.csv'),
+    ([str(tmp_path), '--burn-in', '1.5'], 'burn-in'),
+  ]:
+    with pytest.raises(SystemExit) as exit_info:
+      analyze_cli.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+@pytest.fixture(scope='module')
+def h2_run(tmp_path_factory):
+  """A tiny real H2 training run (about ten seconds)."""
+  path = tmp_path_factory.mktemp('h2')
+  cfg = tiny_config(path, atom='', iterations=24, **{'system.molecule_name': 'H2'})
+  train.train(cfg)
+  return path
+
+
+def test_cli_on_real_run_writes_png_and_json(h2_run, tmp_path):
+  out = subprocess.run(
+    [sys.executable, '-m', 'ferminet.analysis', str(h2_run), '--json'],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=300,
+  )
+  assert out.returncode == 0, out.stderr
+  result = json.loads(out.stdout)
+  (run,) = result['runs']
+  assert run['name'] == 'H2' and run['steps'] == 24 and run['discarded'] == 12
+  assert np.isfinite(run['energy']['mean']) and run['energy']['stderr'] > 0
+  assert run['reference']['energy'] == -1.1744757
+  png = pathlib.Path(run['plot'])
+  assert png == h2_run / 'convergence.png'
+  assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  # Text output and a profile of two runs (the same folder under two names).
+  text = subprocess.run(
+    [sys.executable, '-m', 'ferminet.analysis', str(h2_run), str(h2_run), '--name', 'A',
+     '--name', 'B', '--relative-to', 'A', '--out', str(tmp_path)],
+    capture_output=True, text=True, cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  assert text.returncode == 0, text.stderr
+  lines = text.stdout.splitlines()
+  assert sum(line.startswith('energy_Ha: ') for line in lines) == 2
+  table = lines[lines.index(next(x for x in lines if x.startswith('relative energies to A'))) :]
+  row_b = next(x.split() for x in table if x.split()[:1] == ['B'])
+  assert row_b[:3] == ['B', '0.00', '+/-'] and float(row_b[3]) > 0  # same run: 0 +/- sqrt(2) σ
+  assert (tmp_path / 'reaction_profile.png').read_bytes()[:4] == b'\x89PNG'
+  assert (tmp_path / 'A_convergence.png').exists() and (tmp_path / 'B_convergence.png').exists()
+
+
+def test_reaction_study_commands(tmp_path):
+  script = ROOT / 'examples' / 'reaction_study' / 'study.py'
+  out = subprocess.run(
+    [sys.executable, str(script), '--print', '--tiny', '--runs', str(tmp_path / 'runs')],
+    capture_output=True, text=True, cwd=ROOT, timeout=60,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  names = ['bicbut', 'con_TS', 'dis_TS', 'g-but', 'gt-TS', 't-but']
+  assert len(lines) == 7
+  for line, name in zip(lines, names, strict=False):
+    assert (
+      line.startswith('ferminet --config configs/organic.py') and f'molecule_name {name} ' in line
+    )
+  assert lines[-1].startswith('ferminet-analyze') and '--relative-to bicbut' in lines[-1]
+  out = subprocess.run(
+    [sys.executable, str(script), '--reaction', 'cycbut', '--slurm', str(tmp_path / 'jobs'),
+     '--runs', str(tmp_path / 'runs')],
+    capture_output=True, text=True, cwd=ROOT, timeout=60,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr
+  jobs = sorted(p.name for p in (tmp_path / 'jobs').iterdir())
+  assert jobs == ['cycbut-ground.sh', 'cycbut-trans.sh']
+  assert '#SBATCH' in (tmp_path / 'jobs' / 'cycbut-trans.sh').read_text()
