@@ -47,7 +47,8 @@ def measure(system: str, batch: int, iterations: int, float64: bool) -> dict:
     return (time.perf_counter() - start) / n
 
   keys = parallel.device_keys(jax.random.PRNGKey(0))
-  sample_s = timed(lambda: run.sample(state.params, state.walkers, keys, state.width, True))
+  key = jax.random.PRNGKey(0)
+  sample_s = timed(lambda: run.sample(state.params, state.walkers, key, run.ids, state.width, True))
   box = {'state': state}
 
   def optimizer_step():  # kfac-jax donates its inputs: carry the new state along

@@ -116,8 +116,9 @@ def summary(cfg) -> list[str]:
   """``key: value`` lines describing a resolved config's system and run."""
   import jax
 
-  from ferminet import networks, scf
+  from ferminet import networks, parallel, scf
 
+  parallel.initialize(cfg)
   system = config_lib.system_of(cfg)
   atoms = '; '.join(
     f'{a.symbol} ({a.coords[0]:.6f}, {a.coords[1]:.6f}, {a.coords[2]:.6f})' for a in system.atoms
@@ -125,12 +126,8 @@ def summary(cfg) -> list[str]:
   hf = scf.hartree_fock(system, cfg.pretrain.basis, cfg.pretrain.hf_method)
   network = networks.make(cfg.network, system)
   params = jax.eval_shape(network.init, jax.random.PRNGKey(0))
-  n_dev = jax.local_device_count()
-  if cfg.batch_size % n_dev:
-    raise errors.ConfigError(
-      f'batch_size {cfg.batch_size} is not divisible by the {n_dev} devices: '
-      f'use a multiple of {n_dev}'
-    )
+  parallel.check_batch(cfg.batch_size)
+  n_dev = jax.device_count()
   return [
     f'atoms: {atoms}',
     'units: bohr',
@@ -143,6 +140,7 @@ def summary(cfg) -> list[str]:
     f'hf_energy_Ha: {hf.energy:.8f}',
     f'hf_converged: {hf.converged}',
     f'parameters: {networks.count_parameters(params)}',
+    f'processes: {jax.process_count()}',
     f'devices: {n_dev} ({jax.devices()[0].platform})',
     f'batch_size: {cfg.batch_size}',
     f'walkers_per_device: {cfg.batch_size // n_dev}',

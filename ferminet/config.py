@@ -34,7 +34,7 @@ def default() -> ml_collections.ConfigDict:
   """The default config: the only home of default values. Returned locked."""
   cfg = ml_collections.ConfigDict(
     {
-      # Total number of walkers over all local devices (one host; multi-host is not yet supported).
+      # Total number of walkers over all devices of all processes (hosts).
       'batch_size': 4096,
       'system': {
         # Label for the reference table and ferminet-analyze (e.g. 'Li', 'N2'); set by
@@ -122,6 +122,15 @@ def default() -> ml_collections.ConfigDict:
         'keep_checkpoints': 3,  # newest periodic checkpoints kept (plus the final one)
         'save_path': '',
         'restore_path': '',
+      },
+      'distributed': {
+        # Several processes (hosts) on JAX's distributed runtime. Explicit: all three
+        # keys. Else, with detect, SLURM (srun, several tasks) and Open MPI (mpirun -np N)
+        # are detected; else a single process.
+        'coordinator_address': '',  # host:port of process 0
+        'num_processes': 0,
+        'process_id': -1,
+        'detect': True,
       },
       'debug': {
         # False: a new seed per run, drawn from the clock and printed. True: use debug.seed,
@@ -234,6 +243,14 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   if cfg.system.units is not None:
     system_lib.unit_scale(cfg.system.units)  # raises on anything but bohr/angstrom
   _check_paths(cfg.log)
+  d = cfg.distributed
+  if d.coordinator_address and not (
+    ':' in d.coordinator_address and d.num_processes >= 1 and 0 <= d.process_id < d.num_processes
+  ):
+    raise errors.ConfigError(
+      'distributed.coordinator_address needs host:port, distributed.num_processes >= 1 and '
+      '0 <= distributed.process_id < num_processes'
+    )
   if cfg.mcmc.steps <= 0:
     raise errors.ConfigError('mcmc.steps must be >= 1')
   if cfg.network.determinants <= 0:

@@ -77,26 +77,35 @@ def make_step(
     steps: Metropolis steps per call.
 
   Returns:
-    ``step(params, walkers, log_p, key, width) -> (walkers, log_p, pmove)``
+    ``step(params, walkers, log_p, key, ids, width) -> (walkers, log_p, pmove)``
     with walkers (B, 3N), log_p (B,) the log-probabilities of ``walkers`` under
-    ``params``, and pmove the acceptance rate averaged over walkers and steps.
+    ``params``, ``ids`` (B,) the walkers' global indices and pmove the acceptance
+    rate averaged over walkers and steps. Each walker's random numbers come from
+    ``fold_in(key, id)``, so the samples do not depend on how walkers are split
+    over devices.
   """
   batched = jax.vmap(log_prob, in_axes=(None, 0))
 
-  def step(params, walkers, log_p, key, width):
-    def body(_, carry):
-      x, lp, key, accepted = carry
-      key, k_move, k_accept = jax.random.split(key, 3)
-      x_new = x + width * jax.random.normal(k_move, x.shape, x.dtype)
+  def draws(key, dim, dtype):  # one walker: proposal direction and acceptance uniform
+    k_move, k_accept = jax.random.split(key)
+    return jax.random.normal(k_move, (dim,), dtype), jax.random.uniform(k_accept, (), dtype)
+
+  def step(params, walkers, log_p, key, ids, width):
+    walker_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, ids)
+
+    def body(i, carry):
+      x, lp, accepted = carry
+      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(walker_keys, i)
+      move, u = jax.vmap(draws, in_axes=(0, None, None))(keys, x.shape[1], x.dtype)
+      x_new = x + width * move
       lp_new = batched(params, x_new)
-      u = jax.random.uniform(k_accept, lp.shape, lp.dtype)
       accept = jnp.log(u) < lp_new - lp  # NaN proposals are rejected
       x = jnp.where(accept[:, None], x_new, x)
       lp = jnp.where(accept, lp_new, lp)
-      return x, lp, key, accepted + jnp.mean(accept.astype(lp.dtype))
+      return x, lp, accepted + jnp.mean(accept.astype(lp.dtype))
 
-    init = (walkers, log_p, key, jnp.zeros((), log_p.dtype))
-    walkers, log_p, _, accepted = jax.lax.fori_loop(0, steps, body, init)
+    init = (walkers, log_p, jnp.zeros((), log_p.dtype))
+    walkers, log_p, accepted = jax.lax.fori_loop(0, steps, body, init)
     return walkers, log_p, accepted / steps
 
   return step

@@ -1,27 +1,53 @@
-"""Devices: the pmap axis, means over devices, replication and sharding helpers.
+"""Devices and processes: the pmap axis, means over all devices, walker layout, jax.distributed.
 
 Arrays that live on every local device carry a leading axis of size
 ``jax.local_device_count()`` and are processed with ``jax.pmap`` over
-``AXIS``. Walkers are sharded over that axis; parameters are replicated.
+``AXIS``; with several processes (hosts) the pmap axis spans the devices of all
+of them, so ``pmean`` is a mean over every device of every host.
+
+Walkers have global indices 0..B-1 (B = ``batch_size``). Process p holds the
+contiguous block of B/P walkers starting at p·B/P, split evenly over its local
+devices. Random numbers of the Metropolis steps are drawn per walker from its
+global index, so a run gives the same samples on any number of devices or hosts
+(up to the round-off of means over devices).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ferminet import errors
 
 AXIS = 'devices'
 
 
 def pmean(x: Any) -> Any:
-  """Mean over all devices (inside a pmapped function)."""
+  """Mean over all devices of all processes (inside a pmapped function)."""
   return jax.lax.pmean(x, AXIS)
 
 
 def device_count() -> int:
+  """Devices of this process."""
   return jax.local_device_count()
+
+
+def process_index() -> int:
+  return jax.process_index()
+
+
+def process_count() -> int:
+  return jax.process_count()
+
+
+def is_main() -> bool:
+  """Whether this process writes files and prints progress (process 0)."""
+  return jax.process_index() == 0
 
 
 def replicate(tree: Any) -> Any:
@@ -47,5 +73,109 @@ def first(tree: Any) -> Any:
 
 
 def device_keys(key: jax.Array) -> jax.Array:
-  """One PRNG key per local device, shape (D, 2)."""
-  return jax.random.split(key, device_count())
+  """One PRNG key per local device, shape (D, 2), different on every process."""
+  return jax.random.split(jax.random.fold_in(key, process_index()), device_count())
+
+
+def check_batch(batch_size: int) -> None:
+  """batch_size must split evenly over every device of every process."""
+  n = jax.device_count()
+  if batch_size % n:
+    where = f'{n} devices' + (f' of {process_count()} processes' if process_count() > 1 else '')
+    raise errors.ConfigError(
+      f'batch_size {batch_size} is not divisible by the {where}: use a multiple of {n}'
+    )
+
+
+def local_block(batch_size: int) -> slice:
+  """The global walker indices held by this process."""
+  per_process = batch_size // process_count()
+  return slice(process_index() * per_process, (process_index() + 1) * per_process)
+
+
+def walker_ids(batch_size: int) -> jax.Array:
+  """Global indices of this process's walkers, sharded: (D, B/(P·D)) int32."""
+  block = local_block(batch_size)
+  return shard(jnp.arange(block.start, block.stop, dtype=jnp.int32))
+
+
+def local_walkers(walkers: np.ndarray | jax.Array) -> jax.Array:
+  """This process's walkers from all of them ((B, 3N) -> (D, B/(P·D), 3N))."""
+  return shard(jnp.asarray(walkers[local_block(walkers.shape[0])]))
+
+
+def all_walkers(walkers: jax.Array) -> np.ndarray:
+  """Every process's walkers, in global order: (D, b, 3N) -> (B, 3N) numpy.
+
+  A collective: every process must call it.
+  """
+  local = np.asarray(unshard(walkers))
+  if process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils
+
+  gathered = multihost_utils.process_allgather(local)  # (P, B/P, 3N)
+  return np.asarray(gathered).reshape(-1, local.shape[-1])
+
+
+def any_process(*flags: bool) -> tuple[bool, ...]:
+  """Each flag OR-ed over all processes (a collective with several processes)."""
+  if process_count() == 1:
+    return tuple(bool(f) for f in flags)
+  from jax.experimental import multihost_utils
+
+  gathered = multihost_utils.process_allgather(np.asarray(flags, dtype=np.int32))
+  return tuple(bool(x) for x in np.asarray(gathered).reshape(-1, len(flags)).max(axis=0))
+
+
+def same_on_all(value: int) -> int:
+  """Process 0's value of an integer, on every process."""
+  if process_count() == 1:
+    return int(value)
+  from jax.experimental import multihost_utils
+
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+_DETECTED = {
+  'SLURM': ('SLURM_JOB_ID', 'SLURM_NTASKS'),
+  'Open MPI': ('OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_SIZE'),
+}
+
+
+def detected_cluster() -> str:
+  """'SLURM' or 'Open MPI' when the environment started several tasks of this job, else ''."""
+  for name, (marker, size) in _DETECTED.items():
+    if marker in os.environ and int(os.environ.get(size, '1') or 1) > 1:
+      return name
+  return ''
+
+
+def initialize(cfg: ml_collections.ConfigDict) -> None:
+  """Starts JAX's distributed runtime when ``cfg.distributed`` or the cluster asks for it.
+
+  Explicit: ``coordinator_address`` (host:port of process 0), ``num_processes``
+  and ``process_id``. Else, with ``distributed.detect``, SLURM (srun with several
+  tasks) and Open MPI (mpirun -np N) are detected by JAX. Else one process.
+  Must run before JAX uses any device; idempotent.
+  """
+  d = cfg.distributed
+  if jax.distributed.is_initialized():
+    return
+  if d.coordinator_address:
+    kwargs = {
+      'coordinator_address': d.coordinator_address,
+      'num_processes': d.num_processes,
+      'process_id': d.process_id,
+    }
+  elif d.detect and detected_cluster():
+    kwargs = {}
+  else:
+    return
+  try:
+    jax.distributed.initialize(**kwargs)
+  except RuntimeError as e:
+    raise errors.ConfigError(
+      f'cannot start jax.distributed ({e}); call ferminet before any other JAX work, '
+      'or leave distributed.coordinator_address empty'
+    ) from None

@@ -73,9 +73,10 @@ def make_step(
 
   Returns:
     (init_opt, step): ``init_opt(params) -> adam state`` and
-    ``step(params, opt_state, walkers, key, width) -> (params, opt_state,
-    walkers, width, loss, pmove)`` with loss the mean squared orbital error;
-    the width adapts towards ``target_acceptance`` on the devices.
+    ``step(params, opt_state, walkers, key, ids, width) -> (params, opt_state,
+    walkers, width, loss, pmove)`` with loss the mean squared orbital error,
+    ``key`` one PRNG key (not per device) and ``ids`` the walkers' global indices
+    (see mcmc.make_step); the width adapts towards ``target_acceptance`` on the devices.
   """
   orbitals_fn = scf.make_orbitals_fn(hf)
   target = make_target(orbitals_fn, electrons, full_det)
@@ -104,17 +105,17 @@ def make_step(
   sample = mcmc.make_step(log_prob, mcmc_steps)
   batched_log_prob = jax.vmap(log_prob, in_axes=(None, 0))
 
-  def local_step(params, opt_state, walkers, key, width):
+  def local_step(params, opt_state, walkers, key, ids, width):
     loss, grads = jax.value_and_grad(fit_loss)(params, walkers)
     grads = parallel.pmean(grads)
     updates, opt_state = adam.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     log_p = batched_log_prob(params, walkers)
-    walkers, _, pmove = sample(params, walkers, log_p, key, width)
+    walkers, _, pmove = sample(params, walkers, log_p, key, ids, width)
     pmove = parallel.pmean(pmove)
     width = mcmc.adapt_width(width, pmove, target_acceptance)
     return params, opt_state, walkers, width, parallel.pmean(loss), pmove
 
   init_opt = jax.pmap(adam.init, axis_name=parallel.AXIS)
-  step = jax.pmap(local_step, axis_name=parallel.AXIS)
+  step = jax.pmap(local_step, axis_name=parallel.AXIS, in_axes=(0, 0, 0, None, 0, 0))
   return init_opt, step

@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 import json
 import pathlib
+import signal
 import time
 from typing import Any, NamedTuple
 
@@ -70,6 +71,7 @@ class Result:
   reference: float | None
   save_path: pathlib.Path
   state: TrainState
+  energies: list[float]  # energy of every iteration of this run (after a resume: the new ones)
 
 
 @dataclasses.dataclass
@@ -80,7 +82,8 @@ class Run:
   system: system_lib.System
   network: networks.Network
   optimizer: optimizers.Optimizer
-  sample: Any  # pmapped (params, walkers, keys, width, adapt) -> (walkers, pmove, width)
+  sample: Any  # pmapped (params, walkers, key, ids, width, adapt) -> (walkers, pmove, width)
+  ids: jax.Array  # global indices of this process's walkers, (D, B/(P·D))
   keep_finite: Any  # pmapped (new, old, energy) -> (new if finite else old, ok)
   copy: Any  # pmapped copy of a tree (inputs of an optimizer that donates them)
   save_path: pathlib.Path
@@ -109,12 +112,9 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
   if cfg.debug.float64:
     jax.config.update('jax_enable_x64', True)
   cfg = config_lib.resolve(cfg)
+  parallel.initialize(cfg)  # before JAX touches a device
   system = config_lib.system_of(cfg)
-  n_dev = parallel.device_count()
-  if cfg.batch_size % n_dev:
-    raise errors.ConfigError(
-      f'batch_size {cfg.batch_size} is not divisible by the {n_dev} local devices'
-    )
+  parallel.check_batch(cfg.batch_size)
   network = networks.make(cfg.network, system)
   local_energy = hamiltonian.make_local_energy(
     network.log_abs, system, cfg.optim.laplacian, cfg.optim.forward_laplacian_sparsity
@@ -136,21 +136,24 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
   batched_log_prob = jax.vmap(log_prob, in_axes=(None, 0))
   target = cfg.mcmc.target_acceptance
 
-  def local_sample(params, walkers, key, width, adapt):
-    walkers, _, pmove = metropolis(params, walkers, batched_log_prob(params, walkers), key, width)
+  def local_sample(params, walkers, key, ids, width, adapt):
+    log_p = batched_log_prob(params, walkers)
+    walkers, _, pmove = metropolis(params, walkers, log_p, key, ids, width)
     pmove = parallel.pmean(pmove)
     width = jnp.where(adapt, mcmc.adapt_width(width, pmove, target), width)
     return walkers, pmove, width
 
-  sample = jax.pmap(local_sample, axis_name=parallel.AXIS, in_axes=(0, 0, 0, 0, None))
+  sample = jax.pmap(local_sample, axis_name=parallel.AXIS, in_axes=(0, 0, None, 0, 0, None))
   save_path = _save_path(cfg)
-  write_config(cfg, save_path)
+  if parallel.is_main():
+    write_config(cfg, save_path)
   return Run(
     cfg=cfg,
     system=system,
     network=network,
     optimizer=optimizer,
     sample=sample,
+    ids=parallel.walker_ids(cfg.batch_size),
     keep_finite=jax.pmap(_keep_finite, axis_name=parallel.AXIS),
     copy=jax.pmap(lambda tree: jax.tree.map(jnp.copy, tree), axis_name=parallel.AXIS),
     save_path=save_path,
@@ -210,13 +213,14 @@ def seed(cfg: ml_collections.ConfigDict) -> int:
 
 def fresh_state(run: Run) -> TrainState:
   """New parameters and walkers (before pretraining)."""
-  s = seed(run.cfg)
-  print(f'seed {s} (to repeat: --config.debug.deterministic --config.debug.seed {s})')
+  s = parallel.same_on_all(seed(run.cfg))
+  say(f'seed {s} (to repeat: --config.debug.deterministic --config.debug.seed {s})')
   key = jax.random.PRNGKey(s)
   key, k_params, k_walkers = jax.random.split(key, 3)
   params = parallel.replicate(run.network.init(k_params))
   walkers = mcmc.init_walkers(k_walkers, run.system, run.cfg.batch_size, run.cfg.mcmc.init_width)
-  walkers = parallel.shard(walkers.astype(jax.tree.leaves(params)[0].dtype))
+  # All walkers are drawn on every process, which keeps its own block.
+  walkers = parallel.local_walkers(walkers.astype(jax.tree.leaves(params)[0].dtype))
   width = parallel.replicate(jnp.asarray(run.cfg.mcmc.move_width, walkers.dtype))
   return TrainState(params, None, walkers, width, 0, key)
 
@@ -259,7 +263,7 @@ def _state_from(run: Run, data: dict[str, Any], where: str) -> TrainState:
   state = TrainState(
     params=params,
     opt_state=None,
-    walkers=parallel.shard(jnp.asarray(walkers, dtype)),
+    walkers=parallel.local_walkers(np.asarray(walkers, dtype)),
     width=parallel.replicate(jnp.asarray(data['width'], dtype)),
     step=int(data['step']),
     key=jnp.asarray(data['key']),
@@ -279,12 +283,15 @@ def _state_from(run: Run, data: dict[str, Any], where: str) -> TrainState:
     ]
     state = state._replace(opt_state=jax.tree.unflatten(treedef, restored))
   else:
-    print(f'note: optimizer state not restored (checkpoint from {data["meta"].get("optimizer")})')
+    say(f'note: optimizer state not restored (checkpoint from {data["meta"].get("optimizer")})')
   return state
 
 
 def save(run: Run, state: TrainState, final: bool = False) -> pathlib.Path:
-  """Writes a checkpoint of ``state`` (host copies; device-count independent).
+  """Writes a checkpoint of ``state`` (host copies; independent of devices and processes).
+
+  With several processes every process must call it (the walkers of all of
+  them are gathered); process 0 writes the file.
 
   Raises:
     errors.NonFiniteError: the state holds NaN or inf (never written).
@@ -294,7 +301,7 @@ def save(run: Run, state: TrainState, final: bool = False) -> pathlib.Path:
   opt_leaves = None
   if state.opt_state is not None:  # every leaf is replicated over devices: keep one copy
     opt_leaves = [np.asarray(x) for x in jax.tree.leaves(parallel.first(state.opt_state))]
-  walkers = np.asarray(parallel.unshard(state.walkers))
+  walkers = parallel.all_walkers(state.walkers)
   arrays = [walkers, *jax.tree.leaves(params), *(opt_leaves or [])]
   if not all(np.all(np.isfinite(a)) for a in arrays if np.issubdtype(a.dtype, np.inexact)):
     raise errors.NonFiniteError(
@@ -309,12 +316,24 @@ def save(run: Run, state: TrainState, final: bool = False) -> pathlib.Path:
     'key': np.asarray(state.key),
     'meta': _meta(run, params),
   }
+  if not parallel.is_main():
+    return checkpoint.path_for(run.save_path, state.step, final)
   return checkpoint.save(run.save_path, data, keep=run.cfg.log.keep_checkpoints, final=final)
 
 
+def say(message: str) -> None:
+  """Prints on process 0 only."""
+  if parallel.is_main():
+    print(message, flush=True)
+
+
 def _check_stop(run: Run, stage: str) -> None:
-  """Raises errors.Interrupted when a signal arrived during pretraining or burn-in."""
-  if run.stop.requested is not None:
+  """Raises errors.Interrupted when a signal arrived during pretraining or burn-in.
+
+  With several processes the signal is acted on at the first agreement point of
+  the training loop instead (processes must stop at the same iteration).
+  """
+  if run.stop.requested is not None and parallel.process_count() == 1:
     raise errors.Interrupted(
       f'stopped by {run.stop.name} during {stage}, before the first checkpoint; '
       'rerunning the same command starts again',
@@ -328,7 +347,7 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
   if cfg.pretrain.iterations == 0:
     return state
   hf = scf.hartree_fock(run.system, cfg.pretrain.basis, cfg.pretrain.hf_method)
-  print(f'Hartree-Fock ({hf.method}/{cfg.pretrain.basis}): {hf.energy:.6f} Ha', flush=True)
+  say(f'Hartree-Fock ({hf.method}/{cfg.pretrain.basis}): {hf.energy:.6f} Ha')
   init_opt, step = pretrain.make_step(
     run.network,
     hf,
@@ -341,12 +360,12 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
   )
   opt_state = init_opt(state.params)
   params, walkers, width, key = state.params, state.walkers, state.width, state.key
-  progress = writers.Progress('pretrain', cfg.pretrain.iterations)
+  progress = writers.Progress('pretrain', cfg.pretrain.iterations, enabled=parallel.is_main())
   for i in range(cfg.pretrain.iterations):
     _check_stop(run, 'pretraining')
     key, sub = jax.random.split(key)
     params, opt_state, walkers, width, fit, pmove = step(
-      params, opt_state, walkers, parallel.device_keys(sub), width
+      params, opt_state, walkers, sub, run.ids, width
     )
     if progress.due(i + 1):  # the only host synchronisation
       progress.update(i + 1, f'orbital MSE {float(fit[0]):.3e} | pmove {float(pmove[0]):.2f}')
@@ -356,13 +375,11 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
 def burn_in(run: Run, state: TrainState, iterations: int) -> TrainState:
   """Metropolis sweeps with fixed parameters, adapting the width."""
   walkers, width, key = state.walkers, state.width, state.key
-  progress = writers.Progress('burn-in', iterations)
+  progress = writers.Progress('burn-in', iterations, enabled=parallel.is_main())
   for i in range(iterations):
     _check_stop(run, 'burn-in')
     key, sub = jax.random.split(key)
-    walkers, pmove, width = run.sample(
-      state.params, walkers, parallel.device_keys(sub), width, True
-    )
+    walkers, pmove, width = run.sample(state.params, walkers, sub, run.ids, width, True)
     if progress.due(i + 1):
       progress.update(i + 1, f'pmove {float(pmove[0]):.2f} | width {float(width[0]):.3f} bohr')
   return state._replace(walkers=walkers, width=width, key=key)
@@ -380,7 +397,7 @@ def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Ar
   key, k_mcmc, k_opt = jax.random.split(state.key, 3)
   adapt = (state.step + 1) % run.cfg.mcmc.adapt_frequency == 0
   walkers, pmove, width = run.sample(
-    state.params, state.walkers, parallel.device_keys(k_mcmc), state.width, adapt
+    state.params, state.walkers, k_mcmc, run.ids, state.width, adapt
   )
   params, opt_state = state.params, state.opt_state
   if run.optimizer.donates:  # keep the old state alive for a rollback
@@ -405,7 +422,7 @@ def start(run: Run) -> TrainState:
   restored = restore(run)
   if restored is not None:
     state, where = restored
-    print(f'restored step {state.step} from {where}', flush=True)
+    say(f'restored step {state.step} from {where}')
     return state
   state = fresh_state(run)
   state = run_pretrain(run, state)
@@ -417,37 +434,43 @@ def start(run: Run) -> TrainState:
   return state
 
 
-def summarize(run: Run, csv_path: pathlib.Path, state: TrainState) -> Result:
-  """Reblocked energy over the second half of the run, and the reference if known."""
-  rows = writers.read_rows(csv_path)
-  energies = np.array([float(r['energy']) for r in rows])
-  stats = analysis.reblock(energies[len(energies) // 2 :])  # non-finite rows are skipped
+def summarize(run: Run, csv_path: pathlib.Path, state: TrainState, energies: list[float]) -> Result:
+  """Reblocked energy over the second half of the run, and the reference if known.
+
+  Process 0 reads the whole history from the CSV (earlier segments of a resumed
+  run included) and prints the summary; other processes use ``energies`` (this
+  segment) and print nothing.
+  """
+  ref = analysis.reference_for(run.system, run.cfg.system.name)
+  rows = writers.read_rows(csv_path) if parallel.is_main() else []
+  history = np.array([float(r['energy']) for r in rows]) if rows else np.asarray(energies)
+  stats = analysis.reblock(history[len(history) // 2 :])  # non-finite rows are skipped
   rolled_back = sum(r['rolled_back'] == '1' for r in rows)
   if rolled_back:
-    print(f'rolled_back: {rolled_back} iterations were not finite and were repeated')
-  ref = analysis.reference_for(run.system, run.cfg.system.name)
-  print(
+    say(f'rolled_back: {rolled_back} iterations were not finite and were repeated')
+  say(
     f'energy_Ha: {stats.mean:.6f} +/- {stats.stderr:.6f} '
     f'(reblocked, last {stats.n} iterations, block {stats.block_size})'
   )
   if ref is not None:
-    error = (stats.mean - ref[0]) * 1000
-    print(
-      f'reference_Ha: {ref[0]:.6f} ({ref[1]}); error_mHa: {error:.2f} +/- {stats.stderr * 1000:.2f}'
-    )
-  print(f'outputs: {run.save_path}', flush=True)
-  return Result(stats.mean, stats.stderr, ref[0] if ref else None, run.save_path, state)
+    error, stderr = (stats.mean - ref[0]) * 1000, stats.stderr * 1000
+    say(f'reference_Ha: {ref[0]:.6f} ({ref[1]}); error_mHa: {error:.2f} +/- {stderr:.2f}')
+  say(f'outputs: {run.save_path}')
+  return Result(stats.mean, stats.stderr, ref[0] if ref else None, run.save_path, state, energies)
 
 
 class _Recorder:
-  """Statistics of iterations, fetched from the devices in batches and written to the CSV.
+  """Statistics of iterations, fetched from the devices in batches; process 0 writes the CSV.
 
-  Also counts rolled-back (non-finite) iterations: ``failures`` in a row and in total.
+  Keeps this segment's energies (every process) and counts rolled-back
+  (non-finite) iterations: ``failures`` in a row and in total.
   """
 
   def __init__(self, csv_path: pathlib.Path, first_step: int):
-    self.writer = writers.StatsWriter(csv_path, first_step=first_step)
+    main = parallel.is_main()
+    self.writer = writers.StatsWriter(csv_path, first_step=first_step) if main else None
     self.pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self.energies: list[float] = []
     self.failures = 0  # consecutive rolled-back iterations, up to the last flush
     self.total_failures = 0
     self.first_failure = -1
@@ -459,13 +482,12 @@ class _Recorder:
     """Fetches the pending statistics (one host synchronisation) and writes them."""
     for step, stats in jax.device_get(self.pending):
       ok = bool(stats['ok'][0])
-      self.writer.write(
-        step,
-        float(stats['energy'][0]),
-        float(stats['pmove'][0]),
-        float(stats['variance'][0]),
-        rolled_back=not ok,
-      )
+      energy = float(stats['energy'][0])
+      self.energies.append(energy)
+      if self.writer is not None:
+        self.writer.write(
+          step, energy, float(stats['pmove'][0]), float(stats['variance'][0]), rolled_back=not ok
+        )
       if ok:
         self.failures = 0
       else:
@@ -473,9 +495,16 @@ class _Recorder:
         self.failures += 1
         self.total_failures += 1
     self.pending.clear()
-    self.writer.flush()
+    if self.writer is not None:
+      self.writer.flush()
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
 
   def line(self) -> str:
+    if self.writer is None or not self.writer.last:
+      return ''
     last = self.writer.last
     text = (
       f'E {last["energy"]:.6f} | ewmean {self.writer.ewmean or float("nan"):.6f} | '
@@ -484,8 +513,13 @@ class _Recorder:
     return text + (f' | rolled back {self.total_failures}' if self.total_failures else '')
 
 
-def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> TrainState:
+def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[TrainState, list[float]]:
   """Iterates until ``optim.iterations``, writing statistics and periodic checkpoints.
+
+  Returns the final state and this segment's energies (Ha). With one process,
+  signals and the save timer are looked at after every iteration; with several,
+  the processes agree on them every STATS_BATCH iterations (so that all stop or
+  save at the same iteration).
 
   Raises:
     errors.Interrupted: after SIGTERM/SIGINT, once the state is saved.
@@ -494,44 +528,47 @@ def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> TrainState:
   """
   cfg = run.cfg
   total = cfg.optim.iterations
+  single = parallel.process_count() == 1
   recorder = _Recorder(csv_path, state.step)
-  progress = writers.Progress('inference' if run.inference else 'train', total, start=state.step)
+  label = 'inference' if run.inference else 'train'
+  progress = writers.Progress(label, total, start=state.step, enabled=parallel.is_main())
   last_save = time.monotonic()
+  stop = False
   try:
-    while state.step < total and run.stop.requested is None:
+    while state.step < total and not stop:
       state, stats = iteration(run, state)
       recorder.add(state.step - 1, stats)
       save_due = not run.inference and time.monotonic() - last_save > 60 * cfg.log.save_frequency
-      if (
-        len(recorder.pending) >= STATS_BATCH
-        or progress.due(state.step)
-        or save_due
-        or run.stop.requested is not None
-      ):
-        recorder.flush()
-        progress.update(state.step, recorder.line())
-        if recorder.failures >= cfg.optim.max_nonfinite_steps:
-          where = save(run, state) if not run.inference else run.save_path
-          raise errors.NonFiniteError(
-            f'{recorder.failures} iterations in a row (from step {recorder.first_failure}) '
-            f'gave a non-finite energy or parameters and were rolled back; the last finite '
-            f'state is saved in {where}. Lower optim.lr.rate or raise optim.kfac.damping, '
-            'then rerun to continue'
-          )
-      if save_due:
+      signalled = run.stop.requested is not None
+      agree = len(recorder.pending) >= STATS_BATCH or state.step >= total
+      if not (agree or (single and (progress.due(state.step) or save_due or signalled))):
+        continue
+      recorder.flush()
+      stop, save_due = parallel.any_process(signalled, save_due)
+      progress.update(state.step, recorder.line())
+      if recorder.failures >= cfg.optim.max_nonfinite_steps:
+        where = save(run, state) if not run.inference else run.save_path
+        raise errors.NonFiniteError(
+          f'{recorder.failures} iterations in a row (from step {recorder.first_failure}) '
+          f'gave a non-finite energy or parameters and were rolled back; the last finite '
+          f'state is saved in {where}. Lower optim.lr.rate or raise optim.kfac.damping, '
+          'then rerun to continue'
+        )
+      if save_due and not stop:
         save(run, state)
         last_save = time.monotonic()
     recorder.flush()
   finally:
-    recorder.writer.close()
-  if run.stop.requested is not None:
+    recorder.close()
+  if stop:
     where = save(run, state) if not run.inference else csv_path
+    name = run.stop.name or 'a signal to another process'
     raise errors.Interrupted(
-      f'stopped by {run.stop.name} after step {state.step}; saved {where}; '
+      f'stopped by {name} after step {state.step}; saved {where}; '
       'rerun the same command to continue',
-      run.stop.requested,
+      run.stop.requested or signal.SIGTERM,
     )
-  return state
+  return state, recorder.energies
 
 
 def run(cfg: ml_collections.ConfigDict) -> Result:
@@ -544,10 +581,10 @@ def run(cfg: ml_collections.ConfigDict) -> Result:
   csv_path = r.save_path / ('inference_stats.csv' if r.inference else 'train_stats.csv')
   with r.stop:
     state = start(r)
-    state = optimize(r, state, csv_path)
+    state, energies = optimize(r, state, csv_path)
     if not r.inference:
       save(r, state, final=True)
-  return summarize(r, csv_path, state)
+  return summarize(r, csv_path, state, energies)
 
 
 train = run  # the reference's name: train.train(cfg)

@@ -135,8 +135,16 @@ def _complete(row: dict[str, str | None], fields: tuple[str, ...]) -> bool:
 class Progress:
   """A one-line progress report at most every ``interval`` seconds (and at the end)."""
 
-  def __init__(self, label: str, total: int, interval: float = 10.0, stream=None, start: int = 0):
-    self.label, self.total, self.interval = label, total, interval
+  def __init__(
+    self,
+    label: str,
+    total: int,
+    interval: float = 10.0,
+    stream=None,
+    start: int = 0,
+    enabled: bool = True,
+  ):
+    self.label, self.total, self.interval, self.enabled = label, total, interval, enabled
     self.stream = stream or sys.stdout
     self.last = self.mark = time.monotonic()
     self.done = start
@@ -147,7 +155,7 @@ class Progress:
 
   def update(self, done: int, message: str) -> None:
     """Prints ``message`` with iterations/s and ETA if a line is due."""
-    if not self.due(done):
+    if not (self.enabled and self.due(done)):
       return
     now = time.monotonic()
     self.last = now

@@ -107,8 +107,9 @@ def n2_sampled():
   step = jax.jit(mcmc.make_step(lambda p, x: 2 * net.log_abs(p, x), 10))
   log_p = jax.vmap(lambda x: 2 * net.log_abs(params, x))(walkers)
   width = jnp.asarray(0.1, jnp.float32)
+  ids = jnp.arange(32)
   for i in range(20):
-    walkers, log_p, pmove = step(params, walkers, log_p, jax.random.PRNGKey(i), width)
+    walkers, log_p, pmove = step(params, walkers, log_p, jax.random.PRNGKey(i), ids, width)
     width = mcmc.adapt_width(width, pmove, 0.5)
   return system, params, walkers
 

@@ -16,13 +16,14 @@ def test_samples_hydrogen_1s_density():
   key = jax.random.PRNGKey(0)
   x = jax.random.normal(key, (n, 3))
   log_p = -2.0 * jnp.linalg.norm(x, axis=-1)
+  ids = jnp.arange(n)
   width = 0.5
   for i in range(40):  # equilibrate and adapt the width
-    x, log_p, pmove = step(None, x, log_p, jax.random.PRNGKey(i + 1), width)
+    x, log_p, pmove = step(None, x, log_p, jax.random.PRNGKey(i + 1), ids, width)
     width = float(mcmc.adapt_width(width, pmove, 0.5))
   r_sum, r2_sum, n_samples = np.zeros(n), np.zeros(n), 60
   for i in range(n_samples):
-    x, log_p, pmove = step(None, x, log_p, jax.random.PRNGKey(100 + i), width)
+    x, log_p, pmove = step(None, x, log_p, jax.random.PRNGKey(100 + i), ids, width)
     r = np.linalg.norm(np.asarray(x), axis=-1)
     r_sum += r
     r2_sum += r**2
@@ -42,9 +43,10 @@ def test_width_adaptation_reaches_target_quickly():
   )
   x = jax.random.normal(jax.random.PRNGKey(0), (256, 9))
   log_p = -2.0 * jnp.sum(jnp.linalg.norm(x.reshape(256, 3, 3), axis=-1), axis=-1)
+  ids = jnp.arange(256)
   width, trace = 0.02, []
   for i in range(40):
-    x, log_p, pmove = step(None, x, log_p, jax.random.PRNGKey(i), width)
+    x, log_p, pmove = step(None, x, log_p, jax.random.PRNGKey(i), ids, width)
     trace.append(float(pmove))
     width = float(mcmc.adapt_width(width, pmove, 0.5))
   assert trace[0] > 0.9  # the default width is far too small
@@ -71,3 +73,15 @@ def test_initial_walkers_any_charge_and_spin(atoms, kwargs):
   pos = np.asarray(walkers).reshape(16, -1, 3)
   dist = np.linalg.norm(pos[:, :, None] - system.coords[None, None], axis=-1).min(-1)
   assert np.median(dist) < 1.5
+
+
+def test_samples_do_not_depend_on_the_split_of_walkers():
+  """Per-walker random numbers: stepping 8 walkers at once or as 2 + 6 gives the same walkers."""
+  step = jax.jit(mcmc.make_step(lambda p, x: -2.0 * jnp.sum(jnp.abs(x)), steps=3))
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 6))
+  log_p = -2.0 * jnp.sum(jnp.abs(x), axis=-1)
+  key, ids = jax.random.PRNGKey(7), jnp.arange(8)
+  whole, _, _ = step(None, x, log_p, key, ids, 0.3)
+  parts = [step(None, x[s], log_p[s], key, ids[s], 0.3)[0] for s in (slice(0, 2), slice(2, 8))]
+  np.testing.assert_array_equal(np.asarray(whole), np.concatenate(parts))
+  assert not np.array_equal(np.asarray(whole), np.asarray(x))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import checkpoint, errors, optimizers, parallel, pretrain, scf, train
+from ferminet import checkpoint, errors, optimizers, pretrain, scf, train
 from ferminet import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -207,8 +207,8 @@ def test_pretraining_fits_hartree_fock(tmp_path):
   params, opt_state, walkers, losses = state.params, init_opt(state.params), state.walkers, []
   width = state.width
   for i in range(60):
-    keys = parallel.device_keys(jax.random.PRNGKey(i))
-    params, opt_state, walkers, width, fit, _ = step(params, opt_state, walkers, keys, width)
+    key, ids = jax.random.PRNGKey(i), run.ids
+    params, opt_state, walkers, width, fit, _ = step(params, opt_state, walkers, key, ids, width)
     losses.append(float(fit[0]))
   assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
   # The whole path: fresh state -> 300 pretraining steps -> burn-in -> inference.
