@@ -133,6 +133,8 @@ def test_two_devices(tmp_path):
   code = f"""
 import pathlib, sys
 sys.path.insert(0, 'tests')
+import warnings
+warnings.filterwarnings('error', category=DeprecationWarning, module='ferminet|test_')
 from absl import logging
 logging.set_verbosity(logging.INFO)
 import jax
