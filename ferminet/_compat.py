@@ -77,10 +77,12 @@ def eval_eqn_with_dict_bind_params(original: Callable[..., list]) -> Callable[..
 
 def _evaluates_simple_eqn(eval_jaxpr_eqn: Callable[..., list]) -> bool:
   """Whether ``eval_jaxpr_eqn`` evaluates ``-x`` (traced only, nothing is compiled)."""
-  jaxpr = jax.make_jaxpr(jax.lax.neg)(jnp.zeros(()))
-  (eqn,) = jaxpr.eqns
+  # Abstract arguments: probing must not initialise a backend (jax.distributed and
+  # platform settings must stay possible after importing ferminet.optimizers).
+  x = jax.ShapeDtypeStruct((), jnp.float32)
+  (eqn,) = jax.make_jaxpr(jax.lax.neg)(x).eqns
   try:
-    jax.make_jaxpr(lambda x: eval_jaxpr_eqn(eqn, [x]))(jnp.zeros(()))
+    jax.make_jaxpr(lambda x: eval_jaxpr_eqn(eqn, [x]))(x)
   except (TypeError, ValueError):
     return False
   return True
