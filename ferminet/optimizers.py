@@ -19,7 +19,10 @@ import kfac_jax
 import ml_collections
 import optax
 
-from ferminet import parallel
+from ferminet import _compat, parallel
+
+# kfac-jax 0.0.8 needs a fix to trace on jax >= 0.9.2; a no-op where not needed.
+_compat.patch_kfac_jax()
 
 LossFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]]
 
