@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import pathlib
 import signal
 import time
@@ -95,11 +96,12 @@ def _save_path(cfg: ml_collections.ConfigDict) -> pathlib.Path:
   if cfg.log.save_path:
     path = pathlib.Path(cfg.log.save_path)
   else:
-    stamp = datetime.datetime.now().strftime('%Y_%m_%d_%H_%M_%S')
+    now = parallel.same_on_all(int(time.time()))  # one folder name for all processes
+    stamp = datetime.datetime.fromtimestamp(now).strftime('%Y_%m_%d_%H_%M_%S')
     path = pathlib.Path(f'ferminet_{stamp}')
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / '.write_test'
+    probe = path / f'.write_test_{os.getpid()}'  # unique: processes may share the folder
     probe.write_text('')
     probe.unlink()
   except OSError as e:

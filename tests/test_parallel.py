@@ -12,6 +12,7 @@ preconditioner is not, so that comparison is statistical.
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -28,8 +29,11 @@ pytestmark = pytest.mark.skipif(sys.platform != 'linux', reason='fake CPU device
 
 # Runs the jobs given as JSON [{save, optimizer, iterations, restore}] and prints the energies.
 SCRIPT = """
-import json, pathlib, sys
+import json, pathlib, sys, warnings
 sys.path.insert(0, 'tests')
+warnings.filterwarnings('error', category=DeprecationWarning, module='ferminet|test_')
+from absl import logging
+logging.set_verbosity(logging.INFO)  # kfac-jax logs its layer registrations
 from test_train import tiny_config
 from ferminet import train
 jobs, address, pid = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -58,11 +62,11 @@ def _launch(jobs, devices=1, address='', pid=0):
 
 
 def _finish(process):
-  """The energies of each job, and the process's stdout."""
+  """The energies of each job, and the process's stdout and stderr."""
   stdout, stderr = process.communicate(timeout=600)
   assert process.returncode == 0, stderr[-3000:]
   lines = [x for x in stdout.splitlines() if x.startswith('ENERGIES ')]
-  return [json.loads(x[len('ENERGIES ') :]) for x in lines], stdout
+  return [json.loads(x[len('ENERGIES ') :]) for x in lines], stdout, stderr
 
 
 @pytest.fixture(scope='module')
@@ -76,20 +80,24 @@ def one_device(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def two_devices(tmp_path_factory, one_device):
-  """The same runs on 2 devices, and the 1-device KFAC checkpoint continued on 2 devices."""
+  """The same runs on 2 devices; the 1-device KFAC checkpoint continued and used for
+  inference on 2 devices."""
   path = tmp_path_factory.mktemp('two_devices')
+  restore = one_device[2] / 'kfac'
   jobs = [
     _job(path / 'kfac'),
     _job(path / 'adam', 'adam', 4),
-    _job(path / 'from_one', iterations=ITERATIONS + 2, restore=one_device[2] / 'kfac'),
+    _job(path / 'from_one', iterations=ITERATIONS + 2, restore=restore),
+    _job(path / 'none', 'none', 3, restore=restore),
   ]
-  energies, _ = _finish(_launch(jobs, devices=2))
-  return energies, path
+  energies, _, stderr = _finish(_launch(jobs, devices=2))
+  return energies, path, stderr
 
 
+@pytest.mark.compat
 def test_two_devices_sample_and_optimize_like_one(one_device, two_devices):
   kfac, adam, _ = one_device
-  (kfac2, adam2, _), path = two_devices
+  (kfac2, adam2, *_), path, _ = two_devices
   np.testing.assert_allclose(adam2, adam.energies, rtol=1e-8)  # Adam: identical to round-off
   np.testing.assert_allclose(kfac2[0], kfac.energies[0], rtol=1e-8)  # the same samples
   # KFAC: the preconditioner depends on the split (see the module docstring); measured
@@ -100,10 +108,12 @@ def test_two_devices_sample_and_optimize_like_one(one_device, two_devices):
 
 
 def test_checkpoints_move_between_one_and_two_devices(two_devices, tmp_path):
-  (_, _, continued), path = two_devices
+  (_, _, continued, inference), path, _ = two_devices
   # 1 device -> 2 devices: the steps continue in the new folder.
   assert _steps(path / 'from_one' / 'train_stats.csv')[0] == [ITERATIONS, ITERATIONS + 1]
   assert np.isfinite(continued).all()
+  assert _steps(path / 'none' / 'inference_stats.csv')[0] == [0, 1, 2]
+  assert np.isfinite(inference).all()
   # 2 devices -> 1 device.
   cfg = tiny_config(tmp_path, iterations=ITERATIONS + 2, **{'log.restore_path': str(path / 'kfac')})
   result = train.train(cfg)
@@ -113,17 +123,28 @@ def test_checkpoints_move_between_one_and_two_devices(two_devices, tmp_path):
   assert saved['walkers'].shape == (32, 3)  # all walkers, whatever the layout
 
 
+@pytest.mark.compat
+def test_kfac_registers_repeated_dense_layers_on_two_devices(two_devices):
+  """Every FermiNet weight matrix is a repeated dense layer for KFAC (kfac-jax's INFO log)."""
+  stderr = two_devices[2]
+  weights = re.findall(r"'w': '([^']*)'", stderr)
+  # 2 single-stream, 1 pair-stream and 1 orbital layer, for each of the 2 KFAC runs.
+  assert len(weights) == 8, stderr[-3000:]
+  assert all('repeated_dense' in label for label in weights), weights
+
+
 def _free_port():
   with socket.socket() as s:
     s.bind(('localhost', 0))
     return s.getsockname()[1]
 
 
+@pytest.mark.compat
 def test_two_processes(two_devices, tmp_path):
   """2 processes x 1 device: the 2-device energies on both, one writer, resumable on 1."""
   address = f'localhost:{_free_port()}'
   processes = [_launch([_job(tmp_path / 'run')], address=address, pid=pid) for pid in (0, 1)]
-  ((e0,), out0), ((e1,), out1) = (_finish(p) for p in processes)
+  ((e0,), out0, _), ((e1,), out1, _) = (_finish(p) for p in processes)
   assert e0 == e1  # every statistic is a mean over all devices of all processes
   np.testing.assert_allclose(e0, two_devices[0][0], rtol=1e-8)  # = 1 process, 2 devices
   assert _steps(tmp_path / 'run' / 'train_stats.csv')[0] == list(range(ITERATIONS))

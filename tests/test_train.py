@@ -5,10 +5,7 @@ import dataclasses
 import itertools
 import os
 import pathlib
-import re
 import signal
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -216,39 +213,3 @@ def test_pretraining_fits_hartree_fock(tmp_path):
   # The whole path: fresh state -> 300 pretraining steps -> burn-in -> inference.
   result = train.train(cfg)
   assert abs(result.energy - hf.energy) < 0.1, (result.energy, hf.energy)
-
-
-@pytest.mark.compat
-@pytest.mark.skipif(sys.platform != 'linux', reason='fake CPU devices')
-def test_two_devices(tmp_path):
-  """Tiny kfac, adam and none runs on 2 (fake CPU) devices, in a fresh process.
-
-  kfac must register every FermiNet weight matrix as a repeated dense layer
-  (kfac-jax logs its registrations at INFO level).
-  """
-  code = f"""
-import pathlib, sys
-sys.path.insert(0, 'tests')
-import warnings
-warnings.filterwarnings('error', category=DeprecationWarning, module='ferminet|test_')
-from absl import logging
-logging.set_verbosity(logging.INFO)
-import jax
-assert jax.local_device_count() == 2
-from test_train import tiny_config
-from ferminet import train
-for opt in ('kfac', 'adam', 'none'):
-  train.train(tiny_config(pathlib.Path({str(tmp_path)!r}) / opt, optimizer=opt, iterations=4))
-"""
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
-  out = subprocess.run(
-    [sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
-  )
-  assert out.returncode == 0, out.stderr[-3000:]
-  weights = re.findall(r"'w': '([^']*)'", out.stderr)
-  assert len(weights) == 4, out.stderr[-3000:]  # 2 single-stream, 1 pair-stream, 1 orbital
-  assert all('repeated_dense' in label for label in weights), weights
-  for opt in ('kfac', 'adam', 'none'):
-    name = 'inference_stats.csv' if opt == 'none' else 'train_stats.csv'
-    steps, _ = _steps(tmp_path / opt / name)
-    assert steps == list(range(4))
