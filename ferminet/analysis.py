@@ -243,8 +243,8 @@ def analyze_run(
     steps=n,
     discarded=start,
     energy=blocked,
-    pmove=float(np.mean(data.pmove[kept])),
-    variance=float(np.mean(data.variance[kept])),
+    pmove=float(np.nanmean(data.pmove[kept])),
+    variance=float(np.nanmean(data.variance[kept])),  # rolled-back rows hold NaN
     reference=ref,
     error_mha=error,
     correlation_pct=corr,

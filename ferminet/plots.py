@@ -19,13 +19,17 @@ from ferminet import analysis  # noqa: E402
 
 
 def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
-  """Mean of the last ``window`` values at each point (fewer at the start); shape (n,)."""
+  """Mean of the finite values among the last ``window`` at each point (fewer at the
+  start; rolled-back steps hold NaN and are skipped); shape (n,)."""
   values = np.asarray(values, dtype=float)
+  finite = np.isfinite(values)
   window = max(1, int(window))
-  cumulative = np.concatenate([[0.0], np.cumsum(values)])
+  cumulative = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+  counts = np.concatenate([[0], np.cumsum(finite)])
   idx = np.arange(1, values.size + 1)
   lo = np.maximum(idx - window, 0)
-  return (cumulative[idx] - cumulative[lo]) / (idx - lo)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return (cumulative[idx] - cumulative[lo]) / (counts[idx] - counts[lo])
 
 
 def convergence(

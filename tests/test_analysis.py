@@ -195,3 +195,20 @@ def test_reaction_study_commands(tmp_path):
   jobs = sorted(p.name for p in (tmp_path / 'jobs').iterdir())
   assert jobs == ['cycbut-ground.sh', 'cycbut-trans.sh']
   assert '#SBATCH' in (tmp_path / 'jobs' / 'cycbut-trans.sh').read_text()
+
+
+def test_rolled_back_rows_are_skipped(tmp_path):
+  """Rows of rolled-back (NaN) iterations do not poison the averages or the plot's mean."""
+  from ferminet import plots, writers
+
+  writer = writers.StatsWriter(tmp_path / 'train_stats.csv', first_step=0)
+  for step in range(40):
+    bad = step == 30
+    energy = float('nan') if bad else -1.0 - 0.01 * (step % 2)
+    writer.write(step, energy, 0.5, float('nan') if bad else 0.1, rolled_back=bad)
+  writer.close()
+  summary, data = analysis.analyze_run(tmp_path, name='x')
+  assert summary.energy.n == 19 and np.isfinite(summary.energy.mean)
+  assert summary.variance == pytest.approx(0.1)
+  rolling = plots.rolling_mean(data.energy, 4)
+  assert np.isfinite(rolling).all()
