@@ -5,8 +5,10 @@ Every layout draws the same per-walker random numbers, so sampling is identical
 and with Adam the energies agree with the 1-device run up to the round-off of
 means over devices. With KFAC they agree exactly between layouts with the same
 number of devices (2 devices in one process, or 2 processes with 1 each), but
-not between 1 and 2 devices: the gradients are identical (checked), the KFAC
-preconditioner is not, so that comparison is statistical.
+not between 1 and 2 devices: gradients and dense-layer factors are identical, but the
+envelope parameters get kfac-jax's generic diagonal blocks, estimated from the square
+of each device's summed gradient, which depends on the split. That comparison is
+statistical.
 """
 
 import json
