@@ -146,6 +146,7 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     return walkers, pmove, width
 
   sample = jax.pmap(local_sample, axis_name=parallel.AXIS, in_axes=(0, 0, None, 0, 0, None))
+  cfg.debug.seed = seed(cfg)  # the seed in use, recorded in config.json
   save_path = _save_path(cfg)
   if parallel.is_main():
     write_config(cfg, save_path)
@@ -209,13 +210,15 @@ def _meta(run: Run, params: Any) -> dict[str, Any]:
 
 
 def seed(cfg: ml_collections.ConfigDict) -> int:
-  """debug.seed with debug.deterministic, else a new seed from the clock."""
-  return cfg.debug.seed if cfg.debug.deterministic else time.time_ns() % 2**31
+  """debug.seed with debug.deterministic, else a new seed from the clock (process 0's)."""
+  if cfg.debug.deterministic:
+    return cfg.debug.seed
+  return parallel.same_on_all(time.time_ns() % 2**31)
 
 
 def fresh_state(run: Run) -> TrainState:
-  """New parameters and walkers (before pretraining)."""
-  s = parallel.same_on_all(seed(run.cfg))
+  """New parameters and walkers (before pretraining), from ``debug.seed`` as set by setup."""
+  s = run.cfg.debug.seed
   say(f'seed {s} (to repeat: --config.debug.deterministic --config.debug.seed {s})')
   key = jax.random.PRNGKey(s)
   key, k_params, k_walkers = jax.random.split(key, 3)

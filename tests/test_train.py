@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import itertools
+import json
 import os
 import pathlib
 import signal
@@ -213,3 +214,15 @@ def test_pretraining_fits_hartree_fock(tmp_path):
   # The whole path: fresh state -> 300 pretraining steps -> burn-in -> inference.
   result = train.train(cfg)
   assert abs(result.energy - hf.energy) < 0.1, (result.energy, hf.energy)
+
+
+def test_new_seed_per_run_is_recorded(tmp_path):
+  """Without debug.deterministic each run draws its own seed and config.json records it."""
+  seeds = []
+  for name in ('a', 'b'):
+    cfg = tiny_config(tmp_path / name, **{'debug.deterministic': False})
+    run = train.setup(cfg)
+    recorded = json.loads((tmp_path / name / 'config.json').read_text())['debug']['seed']
+    assert recorded == run.cfg.debug.seed
+    seeds.append(recorded)
+  assert seeds[0] != seeds[1]
