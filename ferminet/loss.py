@@ -44,6 +44,7 @@ def make_loss(
   clip_median: bool = False,
   center_at_clip: bool = True,
   max_vmap_batch_size: int = 0,
+  log_abs_tagged: Callable[[Any, jax.Array], jax.Array] | None = None,
 ) -> Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, LossAux]]:
   """The VMC loss ``loss(params, key, walkers) -> (energy, LossAux)``.
 
@@ -51,8 +52,10 @@ def make_loss(
   (walkers per device, 3N); energies are in hartree. ``max_vmap_batch_size``
   > 0 evaluates the local energies in chunks of that many walkers (a
   ``lax.map`` over vmapped chunks) to bound memory; 0 vmaps over all walkers.
+  ``log_abs_tagged``: the same log|ψ| carrying kfac-jax layer tags, used for the
+  gradient (where KFAC reads its curvature); default ``log_abs``.
   """
-  batch_log_abs = jax.vmap(log_abs, in_axes=(None, 0))
+  batch_log_abs = jax.vmap(log_abs_tagged or log_abs, in_axes=(None, 0))
 
   def batch_local_energy(params, walkers):
     def one(x):

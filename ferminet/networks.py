@@ -30,6 +30,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import kfac_jax
 import ml_collections
 import numpy as np
 
@@ -44,6 +45,10 @@ class Network:
   apply: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
   orbitals: Callable[[Params, jax.Array], list[jax.Array]]  # [α, β] matrices
   log_abs: Callable[[Params, jax.Array], jax.Array]
+  # The same log|ψ| with the isotropic envelope's π and σ tagged for KFAC (see
+  # _envelope_apply); used only where KFAC estimates curvature, since folx has no
+  # forward-Laplacian rule for the tags.
+  log_abs_tagged: Callable[[Params, jax.Array], jax.Array]
 
 
 def _dense_init(key: jax.Array, n_in: int, n_out: int, bias: bool = True) -> dict:
@@ -117,11 +122,29 @@ def _envelope_init(kind: str, n_atoms: int, n_out: int, dtype) -> dict:
   return {'pi': pi, 'sigma': sigma}
 
 
-def _envelope_apply(kind: str, p: dict, ae: jax.Array, r_ae: jax.Array) -> jax.Array:
-  """Envelope values, (n_spin, n_out), from ae (n_spin, n_atoms, 3), r_ae (n_spin, n_atoms)."""
+def _envelope_apply(
+  kind: str, p: dict, ae: jax.Array, r_ae: jax.Array, tag: bool = False
+) -> jax.Array:
+  """Envelope values, (n_spin, n_out), from ae (n_spin, n_atoms, 3), r_ae (n_spin, n_atoms).
+
+  ``tag``: register the isotropic envelope's σ and π with kfac-jax as scale layers
+  (y = x·σ with x = r·sign(σ), and y = exp(-|σ| r)·π), so KFAC gets their Fisher
+  diagonal from per-walker gradients. Untagged, they fall to kfac-jax's generic
+  diagonal blocks, which square each device's gradient summed over its walkers: a
+  cruder estimate, and one that changes with the number of devices.
+  """
   if kind == 'isotropic':
-    exponent = r_ae[..., None] * jnp.abs(p['sigma'])
-  elif kind == 'diagonal':
+    sigma = p['sigma']
+    x = r_ae[..., None] * jnp.sign(sigma)  # x·σ = r·|σ|; dy/dσ = x
+    exponent = x * sigma
+    if tag:
+      exponent = kfac_jax.register_scale_and_shift(exponent, x, sigma)
+    decay = jnp.exp(-exponent)
+    weighted = decay * p['pi'][None]
+    if tag:
+      weighted = kfac_jax.register_scale_and_shift(weighted, decay, p['pi'])
+    return jnp.sum(weighted, axis=1)
+  if kind == 'diagonal':
     scaled = ae[..., None] * p['sigma'][None]  # (n, atoms, 3, out)
     exponent = jnp.sqrt(jnp.sum(scaled**2, axis=2))
   else:  # full
@@ -183,7 +206,7 @@ def make(
     params = {'layers': layers, 'orbital': orbital, 'envelope': envelope}
     return jax.tree.map(lambda a: a.astype(dtype), params)
 
-  def orbitals(params: Params, x: jax.Array) -> list[jax.Array]:
+  def orbitals(params: Params, x: jax.Array, tag: bool = False) -> list[jax.Array]:
     one, two, r_ae = features(x, jnp.asarray(nuclei, x.dtype))
     h_one, h_two = one, two
     for layer in params['layers']:
@@ -208,12 +231,12 @@ def make(
       sl = slice(start, start + n_spin)
       start += n_spin
       phi = dense(next(p_orbital), h_one[sl])
-      phi = phi * _envelope_apply(env_kind, next(p_envelope), ae[sl], r_ae[sl])
+      phi = phi * _envelope_apply(env_kind, next(p_envelope), ae[sl], r_ae[sl], tag)
       mats.append(jnp.transpose(phi.reshape(n_spin, n_det, norb), (1, 0, 2)))
     return mats
 
-  def apply(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    mats = orbitals(params, x)
+  def apply(params: Params, x: jax.Array, tag: bool = False) -> tuple[jax.Array, jax.Array]:
+    mats = orbitals(params, x, tag)
     if full_det:
       sign, logs = jnp.linalg.slogdet(jnp.concatenate(mats, axis=1))
     else:
@@ -227,7 +250,12 @@ def make(
   def log_abs(params: Params, x: jax.Array) -> jax.Array:
     return apply(params, x)[1]
 
-  return Network(init=init, apply=apply, orbitals=orbitals, log_abs=log_abs)
+  def log_abs_tagged(params: Params, x: jax.Array) -> jax.Array:
+    return apply(params, x, tag=True)[1]
+
+  return Network(
+    init=init, apply=apply, orbitals=orbitals, log_abs=log_abs, log_abs_tagged=log_abs_tagged
+  )
 
 
 def count_parameters(params: Params) -> int:

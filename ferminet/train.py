@@ -128,6 +128,7 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     cfg.optim.clip_median,
     cfg.optim.center_at_clip,
     cfg.optim.max_vmap_batch_size,
+    network.log_abs_tagged,
   )
   optimizer = optimizers.make(vmc_loss, cfg)
 

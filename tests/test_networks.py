@@ -101,3 +101,17 @@ def test_default_parameter_count_and_decay():
   p = small.init(jax.random.PRNGKey(0))
   x = _walker(jax.random.PRNGKey(1), 3)
   assert small.log_abs(p, x * 20) < small.log_abs(p, x) - 10
+
+
+def test_kfac_tags_change_nothing():
+  """log|ψ| with the envelope's KFAC tags equals the plain one, values and gradients."""
+  net = networks.make(tiny_network_cfg(), SYSTEM)
+  params = net.init(jax.random.PRNGKey(0))
+  params['envelope'][0]['sigma'] = params['envelope'][0]['sigma'].at[0, 0].set(-0.7)  # |σ| used
+  x = _walker(jax.random.PRNGKey(1), sum(SYSTEM.electrons))
+  assert net.log_abs_tagged(params, x) == net.log_abs(params, x)
+  g_plain = jax.grad(net.log_abs)(params, x)
+  g_tagged = jax.grad(net.log_abs_tagged)(params, x)
+  for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_tagged), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert float(g_plain['envelope'][0]['sigma'][0, 0]) != 0.0
