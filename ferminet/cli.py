@@ -149,6 +149,11 @@ def summary(cfg) -> list[str]:
 
 def _main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
+    if argv[1] in ('True', 'False', 'true', 'false'):
+      _fail(
+        f'unexpected argument {argv[1]!r}: a boolean key is set as --config.KEY=True or '
+        '--config.KEY=False (or --config.KEY alone for True)'
+      )
     _fail(f'unexpected arguments {" ".join(argv[1:])!r}: flags start with --')
   if not (_DEBUG.value or _debug_requested(sys.argv)):
     absl_logging.set_verbosity(absl_logging.WARNING)  # kfac-jax logs every block at INFO

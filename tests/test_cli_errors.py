@@ -109,6 +109,10 @@ CASES = {
     ['holds no checkpoint'],
   ),
   'negative iterations': (ATOM + ['--config.optim.iterations', '-5'], ['optim.iterations']),
+  'boolean with a separate value': (
+    ATOM + ['--config.debug.deterministic', 'True'],
+    ['--config.KEY=True'],
+  ),
   'unknown optimizer': (ATOM + ['--config.optim.optimizer', 'sgd'], ['kfac, adam, none']),
   'unknown laplacian': (ATOM + ['--config.optim.laplacian', 'fd'], ['forward, hessian']),
   'save_path not writable': (
