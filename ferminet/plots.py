@@ -32,6 +32,15 @@ def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
     return (cumulative[idx] - cumulative[lo]) / (counts[idx] - counts[lo])
 
 
+def _save(fig: plt.Figure, path: str | pathlib.Path) -> pathlib.Path:
+  """Writes ``fig`` as a PNG to ``path`` and frees it."""
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
 def convergence(
   data: analysis.RunData, summary: analysis.RunSummary, path: str | pathlib.Path
 ) -> pathlib.Path:
@@ -63,11 +72,7 @@ def convergence(
   ax.set_ylabel('energy (Ha)')
   ax.set_title(summary.name)
   ax.legend(fontsize=7, loc='upper right')
-  fig.tight_layout()
-  path = pathlib.Path(path)
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return _save(fig, path)
 
 
 def profile(
@@ -110,8 +115,4 @@ def profile(
   ax.set_ylabel(f'E - E({relative_to}) (kcal/mol)')
   ax.set_title(f'relative energies against {relative_to}')
   ax.legend(fontsize=6, loc='best')
-  fig.tight_layout()
-  path = pathlib.Path(path)
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return _save(fig, path)
