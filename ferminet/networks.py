@@ -66,6 +66,24 @@ def dense(p: dict, x: jax.Array) -> jax.Array:
   return y + p['b'] if 'b' in p else y
 
 
+def _split_dense(
+  p: dict, h_one: jax.Array, means: list[jax.Array], pair_means: list[jax.Array]
+) -> jax.Array:
+  """dense(p, [h_i, mean_α h, mean_β h, mean_α h_i·, mean_β h_i·]) without the broadcast.
+
+  The spin means are the same for every electron, so their share of the layer,
+  (1, d) @ (d, out), is computed once instead of once per electron: at N2 with
+  (256, 32) layers this removes about 60% of the layer's multiply-adds, and as
+  much again from each column of a forward-Laplacian Jacobian.
+  """
+  d, w = h_one.shape[-1], p['w']
+  shared = sum(m @ w[(1 + k) * d : (2 + k) * d] for k, m in enumerate(means))
+  if 'b' in p:
+    shared = shared + p['b']
+  pair = jnp.concatenate(pair_means, axis=-1)
+  return h_one @ w[:d] + pair @ w[3 * d :] + shared
+
+
 def _spin_mean(x: jax.Array, spins: Sequence[int], axis: int) -> list[jax.Array]:
   """Means of x over the α and β slices of ``axis`` (zeros for an empty channel)."""
   out, start = [], 0
@@ -210,13 +228,16 @@ def make(
     one, two, r_ae = features(x, jnp.asarray(nuclei, x.dtype))
     h_one, h_two = one, two
     for layer in params['layers']:
-      g = jnp.concatenate(
-        [h_one]
-        + [jnp.broadcast_to(m, h_one.shape) for m in _spin_mean(h_one, spins, 0)]
-        + [m[:, 0] for m in _spin_mean(h_two, spins, 1)],
-        axis=-1,
-      )
-      new_one = jnp.tanh(dense(layer['single'], g))
+      means = _spin_mean(h_one, spins, 0)
+      pair_means = [m[:, 0] for m in _spin_mean(h_two, spins, 1)]
+      if tag:
+        g = jnp.concatenate(
+          [h_one] + [jnp.broadcast_to(m, h_one.shape) for m in means] + pair_means, axis=-1
+        )
+        pre = dense(layer['single'], g)
+      else:
+        pre = _split_dense(layer['single'], h_one, means, pair_means)
+      new_one = jnp.tanh(pre)
       h_one = new_one + h_one if new_one.shape == h_one.shape else new_one
       if 'double' in layer:
         new_two = jnp.tanh(dense(layer['double'], h_two))
@@ -256,6 +277,17 @@ def make(
   return Network(
     init=init, apply=apply, orbitals=orbitals, log_abs=log_abs, log_abs_tagged=log_abs_tagged
   )
+
+
+def widest_feature(cfg: ml_collections.ConfigDict, system: system_lib.System) -> int:
+  """The widest per-electron vector of the network: a one-electron layer or the orbitals.
+
+  With the electron count it sizes the per-walker Jacobians of a forward Laplacian.
+  """
+  n_el = sum(int(n) for n in system.electrons)
+  n_orb = n_el if cfg.full_det else max(int(n) for n in system.electrons)
+  widths = [int(layer[0]) for layer in cfg.ferminet.hidden_dims]
+  return max(widths + [int(cfg.determinants) * n_orb])
 
 
 def count_parameters(params: Params) -> int:
