@@ -12,8 +12,9 @@ default network (cfg.network) and float32. Figures per case:
   iteration (``mcmc.steps`` Metropolis steps + one KFAC step) with the
   default ``laplacian='forward'`` and with ``hessian``, measured in the same
   process;
-- ``local_energy_per_s``: local-energy evaluations per second (jitted, vmapped
-  over a batch) for ``forward`` and ``hessian``;
+- ``local_energy_per_s``: local-energy evaluations per second (jitted, over a
+  batch, in the chunks training uses: ``local_energy_chunk_*``, 0 = all at once)
+  for ``forward`` and ``hessian``;
 - ``peak_memory_mb``: peak device memory (GPU) or peak resident memory of the
   process (CPU).
 
@@ -86,7 +87,7 @@ def _time_training(system, batch, laplacian, iterations, network):
 def _local_energy_rate(system, batch, laplacian, network, repeats=3):
   import jax
 
-  from ferminet import config, hamiltonian, mcmc, networks
+  from ferminet import config, hamiltonian, mcmc, networks, train
 
   cfg = config.resolve(_config(system, batch, laplacian, network))
   sys_ = config.system_of(cfg)
@@ -96,13 +97,14 @@ def _local_energy_rate(system, batch, laplacian, network, repeats=3):
   energy = hamiltonian.make_local_energy(
     net.log_abs, sys_, laplacian, cfg.optim.forward_laplacian_sparsity
   )
-  fn = jax.jit(jax.vmap(lambda x: energy(params, x)[0]))
-  jax.block_until_ready(fn(walkers))
+  chunk = train.local_energy_chunk(cfg, sys_)  # as training evaluates them
+  fn = jax.jit(hamiltonian.batch_local_energy(energy, chunk))
+  jax.block_until_ready(fn(params, walkers))
   start = time.perf_counter()
   for _ in range(repeats):
-    out = fn(walkers)
+    out = fn(params, walkers)
   jax.block_until_ready(out)
-  return batch * repeats / (time.perf_counter() - start)
+  return batch * repeats / (time.perf_counter() - start), chunk
 
 
 def _peak_memory_mb() -> float:
@@ -123,8 +125,8 @@ def run_case(name: str, quick: bool) -> dict:
   iterations = TIMED_ITERATIONS[quick]
   first, steady = _time_training(system, tb, 'forward', iterations, network)
   _, steady_hessian = _time_training(system, tb, 'hessian', iterations, network)
-  forward_rate = _local_energy_rate(system, lb, 'forward', network)
-  hessian_rate = _local_energy_rate(system, lb, 'hessian', network)
+  forward_rate, forward_chunk = _local_energy_rate(system, lb, 'forward', network)
+  hessian_rate, hessian_chunk = _local_energy_rate(system, lb, 'hessian', network)
   from ferminet import config
 
   n_el = sum(config.system_of(config.resolve(_config(system, tb, 'forward'))).electrons)
@@ -140,6 +142,8 @@ def run_case(name: str, quick: bool) -> dict:
     'local_energy_per_s_forward': forward_rate,
     'local_energy_per_s_hessian': hessian_rate,
     'local_energy_speedup': forward_rate / hessian_rate,
+    'local_energy_chunk_forward': forward_chunk,  # walkers per chunk, 0: all at once
+    'local_energy_chunk_hessian': hessian_chunk,
     'peak_memory_mb': _peak_memory_mb(),
     'device': jax.devices()[0].device_kind,
   }

@@ -23,7 +23,7 @@ import time
 def measure(system: str, batch: int, iterations: int, float64: bool) -> dict:
   import jax
 
-  from ferminet import config, molecules, parallel, train
+  from ferminet import config, molecules, optimizers, parallel, train
 
   cfg = config.default()
   if system in molecules.names():
@@ -51,7 +51,7 @@ def measure(system: str, batch: int, iterations: int, float64: bool) -> dict:
   sample_s = timed(lambda: run.sample(state.params, state.walkers, key, run.ids, state.width, True))
   box = {'state': state}
 
-  def optimizer_step():  # kfac-jax donates its inputs: carry the new state along
+  def optimizer_step():
     s = box['state']
     params, opt_state, energy, _ = run.optimizer.step(s.params, s.opt_state, keys, s.walkers)
     box['state'] = s._replace(params=params, opt_state=opt_state)
@@ -61,7 +61,7 @@ def measure(system: str, batch: int, iterations: int, float64: bool) -> dict:
 
   def guard():
     s = box['state']
-    new = run.copy((s.params, s.opt_state, s.walkers, s.width))
+    new = optimizers.copy_tree((s.params, s.opt_state, s.walkers, s.width))
     kept, ok = run.keep_finite(new, (s.params, s.opt_state, s.walkers, s.width), ok_energy)
     return ok
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import kfac_jax
 
-from ferminet import parallel
+from ferminet import hamiltonian, parallel
 
 
 class LossAux(NamedTuple):
@@ -50,20 +50,13 @@ def make_loss(
 
   Must run inside ``pmap`` over ``parallel.AXIS``. ``walkers`` has shape
   (walkers per device, 3N); energies are in hartree. ``max_vmap_batch_size``
-  > 0 evaluates the local energies in chunks of that many walkers (a
-  ``lax.map`` over vmapped chunks) to bound memory; 0 vmaps over all walkers.
+  > 0 evaluates the local energies in chunks of that many walkers (see
+  ``hamiltonian.batch_local_energy``); 0 vmaps over all walkers.
   ``log_abs_tagged``: the same log|ψ| carrying kfac-jax layer tags, used for the
   gradient (where KFAC reads its curvature); default ``log_abs``.
   """
   batch_log_abs = jax.vmap(log_abs_tagged or log_abs, in_axes=(None, 0))
-
-  def batch_local_energy(params, walkers):
-    def one(x):
-      return local_energy(params, x)[0]
-
-    if 0 < max_vmap_batch_size < walkers.shape[0]:
-      return jax.lax.map(one, walkers, batch_size=max_vmap_batch_size)
-    return jax.vmap(one)(walkers)
+  batch_local_energy = hamiltonian.batch_local_energy(local_energy, max_vmap_batch_size)
 
   def energy_and_local(params, walkers):
     e_l = batch_local_energy(params, walkers)

@@ -31,14 +31,18 @@ def _keep_merged(merged: Any, new: Any) -> Any:
   return merged
 
 
+# A pmapped copy of a tree: the inputs of kfac-jax, which donates its input buffers, so
+# that the caller's parameters and state stay valid for a rollback.
+copy_tree = jax.pmap(lambda tree: jax.tree.map(jnp.copy, tree), axis_name=parallel.AXIS)
+
+
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
   """``init(params, keys, walkers) -> state``; ``step(params, state, keys, walkers)
   -> (params, state, energy, variance)``.
 
-  ``donates``: ``step`` invalidates the params and state it is given (kfac-jax
-  donates its input buffers), so a caller that may roll back must pass copies.
-  ``after_rollback(merged, new)``: the state to continue with after a rolled-back
+  ``step`` leaves the params and state it is given valid, so a caller can roll
+  back to them. ``after_rollback(merged, new)``: the state to continue with after a rolled-back
   step, given the state with the old values put back (``merged``) and the state
   ``step`` returned (``new``).
   """
@@ -46,7 +50,6 @@ class Optimizer:
   name: str
   init: Callable[..., Any]
   step: Callable[..., tuple[Any, Any, jax.Array, jax.Array]]
-  donates: bool = False
   after_rollback: Callable[[Any, Any], Any] = _keep_merged
 
 
@@ -95,6 +98,9 @@ def _make_kfac(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
   def step(params, state, keys, walkers):
     if counter['step_counter'] is not state.step_counter:
       counter['count'] = int(state.step_counter[0])
+    # Copied after the check: a copy made by the caller would defeat it and make every
+    # step wait for the devices to read the counter.
+    params, state = copy_tree((params, state))
     params, state, stats = optimizer.step(
       params,
       state,
@@ -112,7 +118,7 @@ def _make_kfac(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
     # and the state's step_counter must agree (kfac-jax requires it).
     return dataclasses.replace(merged, step_counter=new.step_counter, data_seen=new.data_seen)
 
-  return Optimizer('kfac', optimizer.init, step, donates=True, after_rollback=after_rollback)
+  return Optimizer('kfac', optimizer.init, step, after_rollback=after_rollback)
 
 
 def _make_optax(loss: LossFn, transform: optax.GradientTransformation, name: str) -> Optimizer:

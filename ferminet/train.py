@@ -86,7 +86,6 @@ class Run:
   sample: Any  # pmapped (params, walkers, key, ids, width, adapt) -> (walkers, pmove, width)
   ids: jax.Array  # global indices of this process's walkers, (D, B/(P·D))
   keep_finite: Any  # pmapped (new, old, energy) -> (new if finite else old, ok)
-  copy: Any  # pmapped copy of a tree (inputs of an optimizer that donates them)
   save_path: pathlib.Path
   inference: bool
   stop: interrupts.StopRequests  # installed by run(); checked between iterations
@@ -109,6 +108,18 @@ def _save_path(cfg: ml_collections.ConfigDict) -> pathlib.Path:
   return path
 
 
+def local_energy_chunk(cfg: ml_collections.ConfigDict, system: system_lib.System) -> int:
+  """``optim.max_vmap_batch_size`` with -1 (auto) resolved for this device and network."""
+  return hamiltonian.resolve_chunk(
+    cfg.optim.max_vmap_batch_size,
+    cfg.optim.laplacian,
+    jax.devices()[0].platform,
+    system.n_electrons,
+    networks.widest_feature(cfg.network, system),
+    8 if cfg.debug.float64 else 4,
+  )
+
+
 def setup(cfg: ml_collections.ConfigDict) -> Run:
   """Resolves the config and builds the network, local energy, loss, optimizer and sampler."""
   if cfg.debug.float64:
@@ -127,7 +138,7 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     cfg.optim.clip_local_energy,
     cfg.optim.clip_median,
     cfg.optim.center_at_clip,
-    cfg.optim.max_vmap_batch_size,
+    local_energy_chunk(cfg, system),
     network.log_abs_tagged,
   )
   optimizer = optimizers.make(vmc_loss, cfg)
@@ -159,7 +170,6 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     sample=sample,
     ids=parallel.walker_ids(cfg.batch_size),
     keep_finite=jax.pmap(_keep_finite, axis_name=parallel.AXIS),
-    copy=jax.pmap(lambda tree: jax.tree.map(jnp.copy, tree), axis_name=parallel.AXIS),
     save_path=save_path,
     inference=cfg.optim.optimizer == 'none',
     stop=interrupts.StopRequests(),
@@ -405,11 +415,8 @@ def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Ar
   walkers, pmove, width = run.sample(
     state.params, state.walkers, k_mcmc, run.ids, state.width, adapt
   )
-  params, opt_state = state.params, state.opt_state
-  if run.optimizer.donates:  # keep the old state alive for a rollback
-    params, opt_state = run.copy((params, opt_state))
   params, opt_state, energy, variance = run.optimizer.step(
-    params, opt_state, parallel.device_keys(k_opt), walkers
+    state.params, state.opt_state, parallel.device_keys(k_opt), walkers
   )
   new_opt_state = opt_state
   (params, opt_state, walkers, width), ok = run.keep_finite(

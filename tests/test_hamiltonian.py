@@ -136,3 +136,15 @@ def test_forward_matches_hessian_at_n2_size(n2_sampled, dtype, sparsity):
     assert rel.max() < 1e-10, rel.max()
   else:
     assert np.median(rel) < 1e-5 and rel.max() < 1e-3, (np.median(rel), rel.max())
+
+
+def test_auto_chunk_sizes():
+  """-1 picks cache-sized chunks for the forward Laplacian on CPU only; explicit values pass."""
+  assert hamiltonian.resolve_chunk(7, 'forward', 'cpu', 14, 256, 4) == 7
+  assert hamiltonian.resolve_chunk(0, 'forward', 'cpu', 14, 256, 4) == 0
+  assert hamiltonian.resolve_chunk(-1, 'hessian', 'cpu', 14, 256, 4) == 0
+  assert hamiltonian.resolve_chunk(-1, 'forward', 'gpu', 14, 256, 4) == 0
+  n2 = hamiltonian.resolve_chunk(-1, 'forward', 'cpu', 14, 256, 4)
+  assert n2 == 4  # N2, float32: 14 × 42 × 256 × 4 B = 0.6 MB per walker
+  assert hamiltonian.resolve_chunk(-1, 'forward', 'cpu', 14, 256, 8) == n2 // 2  # float64
+  assert hamiltonian.resolve_chunk(-1, 'forward', 'cpu', 30, 480, 4) == 1  # never 0
