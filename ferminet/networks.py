@@ -45,9 +45,9 @@ class Network:
   apply: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
   orbitals: Callable[[Params, jax.Array], list[jax.Array]]  # [α, β] matrices
   log_abs: Callable[[Params, jax.Array], jax.Array]
-  # The same log|ψ| with the isotropic envelope's π and σ tagged for KFAC (see
-  # _envelope_apply); used only where KFAC estimates curvature, since folx has no
-  # forward-Laplacian rule for the tags.
+  # The same log|ψ| with every layer tagged for KFAC (_tag_dense; the isotropic
+  # envelope's π and σ in _envelope_apply); used only where KFAC estimates curvature,
+  # since folx has no forward-Laplacian rule for the tags.
   log_abs_tagged: Callable[[Params, jax.Array], jax.Array]
 
 
@@ -64,6 +64,17 @@ def dense(p: dict, x: jax.Array) -> jax.Array:
   """x @ w + b for x of shape (..., n_in)."""
   y = x @ p['w']
   return y + p['b'] if 'b' in p else y
+
+
+def _tag_dense(y: jax.Array, x: jax.Array, p: dict) -> jax.Array:
+  """Registers y = x @ w (+ b) with kfac-jax as a dense layer repeated over electrons.
+
+  The tag only tells KFAC the layer's inputs and outputs (its Kronecker factors come
+  from x and from the gradient at y), so y may be computed any equivalent way. Every
+  weight matrix is tagged by hand: once one layer is, kfac-jax's automatic matching
+  no longer finds the others reliably (the pair layer fell to a generic block).
+  """
+  return kfac_jax.register_dense(y, x, p['w'], p.get('b'), variant='repeated_dense')
 
 
 def _split_dense(
@@ -230,17 +241,19 @@ def make(
     for layer in params['layers']:
       means = _spin_mean(h_one, spins, 0)
       pair_means = [m[:, 0] for m in _spin_mean(h_two, spins, 1)]
-      if tag:
+      pre = _split_dense(layer['single'], h_one, means, pair_means)
+      if tag:  # KFAC's view: one dense layer on the concatenated inputs
         g = jnp.concatenate(
           [h_one] + [jnp.broadcast_to(m, h_one.shape) for m in means] + pair_means, axis=-1
         )
-        pre = dense(layer['single'], g)
-      else:
-        pre = _split_dense(layer['single'], h_one, means, pair_means)
+        pre = _tag_dense(pre, g, layer['single'])
       new_one = jnp.tanh(pre)
       h_one = new_one + h_one if new_one.shape == h_one.shape else new_one
       if 'double' in layer:
-        new_two = jnp.tanh(dense(layer['double'], h_two))
+        pre_two = dense(layer['double'], h_two)
+        if tag:
+          pre_two = _tag_dense(pre_two, h_two, layer['double'])
+        new_two = jnp.tanh(pre_two)
         h_two = new_two + h_two if new_two.shape == h_two.shape else new_two
     ae = x.reshape(-1, 3)[:, None, :] - jnp.asarray(nuclei, x.dtype)[None]
     mats, start = [], 0
@@ -251,7 +264,10 @@ def make(
         continue
       sl = slice(start, start + n_spin)
       start += n_spin
-      phi = dense(next(p_orbital), h_one[sl])
+      p_orb = next(p_orbital)
+      phi = dense(p_orb, h_one[sl])
+      if tag:
+        phi = _tag_dense(phi, h_one[sl], p_orb)
       phi = phi * _envelope_apply(env_kind, next(p_envelope), ae[sl], r_ae[sl], tag)
       mats.append(jnp.transpose(phi.reshape(n_spin, n_det, norb), (1, 0, 2)))
     return mats

@@ -81,10 +81,11 @@ def _make_kfac(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
     estimation_mode='fisher_exact',
     multi_device=True,
     pmap_axis_name=parallel.AXIS,
-    # Dense layers (walker and electron axes are repeated axes) get
-    # Kronecker-factored blocks; everything else, e.g. the envelope parameters,
-    # gets generic blocks. kfac-jax's default patterns would also match the
-    # orbital-times-envelope products as scale-and-shift layers.
+    # The network tags every layer itself (networks.Network.log_abs_tagged): dense
+    # layers repeated over electrons, the isotropic envelope as scale layers. The
+    # automatic matching is limited to dense patterns, for anything left untagged
+    # (e.g. diagonal or full envelopes get generic blocks); kfac-jax's default
+    # patterns would also match the orbital-times-envelope products as scale layers.
     auto_register_kwargs={'graph_patterns': kfac_jax.tag_graph_matcher.DENSE_GRAPH_PATTERNS},
   )
   momentum = parallel.replicate(jnp.asarray(k.momentum))

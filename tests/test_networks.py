@@ -103,10 +103,24 @@ def test_default_parameter_count_and_decay():
   assert small.log_abs(p, x * 20) < small.log_abs(p, x) - 10
 
 
+@pytest.mark.parametrize('bias', [True, False])
+def test_split_dense_is_dense_on_concatenated_inputs(bias):
+  """A one-electron layer applied to the spin means once equals the plain dense layer on
+  [h_i, mean_α h, mean_β h, mean_α h_i·, mean_β h_i·] (7 electrons, widths 5 and 3)."""
+  keys = jax.random.split(jax.random.PRNGKey(3), 6)
+  h = jax.random.normal(keys[0], (7, 5))
+  means = [jax.random.normal(k, (1, 5)) for k in keys[1:3]]
+  pairs = [jax.random.normal(k, (7, 3)) for k in keys[3:5]]
+  p = networks._dense_init(keys[5], 3 * 5 + 2 * 3, 4, bias=bias)
+  concatenated = jnp.concatenate([h] + [jnp.broadcast_to(m, h.shape) for m in means] + pairs, -1)
+  np.testing.assert_allclose(
+    networks._split_dense(p, h, means, pairs), networks.dense(p, concatenated), rtol=1e-12
+  )
+
+
 def test_kfac_form_matches_plain():
-  """log|ψ| as KFAC sees it (each layer one dense on the concatenated inputs, envelope
-  tagged) equals the plain one (spin means applied once, split layers), values and
-  gradients, to rounding."""
+  """log|ψ| as KFAC sees it (every layer and the envelope tagged) equals the plain one,
+  values and gradients, to rounding."""
   net = networks.make(tiny_network_cfg(), SYSTEM)
   params = net.init(jax.random.PRNGKey(0))
   params['envelope'][0]['sigma'] = params['envelope'][0]['sigma'].at[0, 0].set(-0.7)  # |σ| used
