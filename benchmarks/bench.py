@@ -14,7 +14,7 @@ default network (cfg.network) and float32. Figures per case:
   process;
 - ``local_energy_per_s``: local-energy evaluations per second (jitted, over a
   batch, in the chunks training uses: ``local_energy_chunk_*``, 0 = all at once)
-  for ``forward`` and ``hessian``;
+  for ``forward`` and ``hessian``, the median of 5 timings;
 - ``peak_memory_mb``: peak device memory (GPU) or peak resident memory of the
   process (CPU).
 
@@ -84,7 +84,7 @@ def _time_training(system, batch, laplacian, iterations, network):
   return first, steady
 
 
-def _local_energy_rate(system, batch, laplacian, network, repeats=3):
+def _local_energy_rate(system, batch, laplacian, network, repeats=5):
   import jax
 
   from ferminet import config, hamiltonian, mcmc, networks, train
@@ -100,11 +100,12 @@ def _local_energy_rate(system, batch, laplacian, network, repeats=3):
   chunk = train.local_energy_chunk(cfg, sys_)  # as training evaluates them
   fn = jax.jit(hamiltonian.batch_local_energy(energy, chunk))
   jax.block_until_ready(fn(params, walkers))
-  start = time.perf_counter()
-  for _ in range(repeats):
-    out = fn(params, walkers)
-  jax.block_until_ready(out)
-  return batch * repeats / (time.perf_counter() - start), chunk
+  times = []
+  for _ in range(repeats):  # the median: shared machines have slow moments
+    start = time.perf_counter()
+    jax.block_until_ready(fn(params, walkers))
+    times.append(time.perf_counter() - start)
+  return batch / sorted(times)[repeats // 2], chunk
 
 
 def _peak_memory_mb() -> float:
