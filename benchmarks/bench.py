@@ -14,7 +14,7 @@ default network (cfg.network) and float32. Figures per case:
   process;
 - ``local_energy_per_s``: local-energy evaluations per second (jitted, over a
   batch, in the chunks training uses: ``local_energy_chunk_*``, 0 = all at once)
-  for ``forward`` and ``hessian``, the median of 5 timings;
+  for ``forward`` and ``hessian``, the median of 5 timings (3 with --quick);
 - ``peak_memory_mb``: peak device memory (GPU) or peak resident memory of the
   process (CPU).
 
@@ -126,8 +126,9 @@ def run_case(name: str, quick: bool) -> dict:
   iterations = TIMED_ITERATIONS[quick]
   first, steady = _time_training(system, tb, 'forward', iterations, network)
   _, steady_hessian = _time_training(system, tb, 'hessian', iterations, network)
-  forward_rate, forward_chunk = _local_energy_rate(system, lb, 'forward', network)
-  hessian_rate, hessian_chunk = _local_energy_rate(system, lb, 'hessian', network)
+  repeats = 3 if quick else 5
+  forward_rate, forward_chunk = _local_energy_rate(system, lb, 'forward', network, repeats)
+  hessian_rate, hessian_chunk = _local_energy_rate(system, lb, 'hessian', network, repeats)
   from ferminet import config
 
   n_el = sum(config.system_of(config.resolve(_config(system, tb, 'forward'))).electrons)
