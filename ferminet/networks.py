@@ -95,6 +95,11 @@ def _split_dense(
   return h_one @ w[:d] + pair @ w[3 * d :] + shared
 
 
+def _orbitals_per_channel(full_det: bool, spins: Sequence[int]) -> list[int]:
+  """Orbitals per determinant of each spin channel: all electrons with ``full_det``."""
+  return [sum(spins) if full_det else n for n in spins]
+
+
 def _spin_mean(x: jax.Array, spins: Sequence[int], axis: int) -> list[jax.Array]:
   """Means of x over the α and β slices of ``axis`` (zeros for an empty channel)."""
   out, start = [], 0
@@ -208,14 +213,13 @@ def make(
   """
   dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
   spins = tuple(int(n) for n in system.electrons)
-  n_el = sum(spins)
   nuclei = np.asarray(system.coords)
   n_atoms = nuclei.shape[0]
   n_det = int(cfg.determinants)
   full_det = bool(cfg.full_det)
   env_kind = cfg.envelope_type
   hidden = [tuple(int(d) for d in layer) for layer in cfg.ferminet.hidden_dims]
-  n_orb = [n_el if full_det else n for n in spins]
+  n_orb = _orbitals_per_channel(full_det, spins)
 
   def init(key: jax.Array) -> Params:
     keys = iter(jax.random.split(key, 2 * len(hidden) + 4))
@@ -300,10 +304,9 @@ def widest_feature(cfg: ml_collections.ConfigDict, system: system_lib.System) ->
 
   With the electron count it sizes the per-walker Jacobians of a forward Laplacian.
   """
-  n_el = sum(int(n) for n in system.electrons)
-  n_orb = n_el if cfg.full_det else max(int(n) for n in system.electrons)
+  n_orb = _orbitals_per_channel(bool(cfg.full_det), tuple(int(n) for n in system.electrons))
   widths = [int(layer[0]) for layer in cfg.ferminet.hidden_dims]
-  return max(widths + [int(cfg.determinants) * n_orb])
+  return max(widths + [int(cfg.determinants) * max(n_orb)])
 
 
 def count_parameters(params: Params) -> int:

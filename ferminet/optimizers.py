@@ -42,9 +42,9 @@ class Optimizer:
   -> (params, state, energy, variance)``.
 
   ``step`` leaves the params and state it is given valid, so a caller can roll
-  back to them. ``after_rollback(merged, new)``: the state to continue with after a rolled-back
-  step, given the state with the old values put back (``merged``) and the state
-  ``step`` returned (``new``).
+  back to them. ``after_rollback(merged, new)``: the state to continue with after
+  a rolled-back step, given the state with the old values put back (``merged``)
+  and the state ``step`` returned (``new``).
   """
 
   name: str
