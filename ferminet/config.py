@@ -25,7 +25,7 @@ from ferminet import checkpoint, errors, molecules
 from ferminet import system as system_lib
 
 OPTIMIZERS = ('kfac', 'adam', 'none')
-LAPLACIANS = ('forward', 'hessian')
+LAPLACIANS = ('forward', 'folx', 'hessian')
 ENVELOPES = ('isotropic', 'diagonal', 'full')
 HF_METHODS = ('auto', 'rhf', 'uhf', 'rohf')
 
@@ -81,13 +81,16 @@ def default() -> ml_collections.ConfigDict:
         'objective': 'vmc',
         'iterations': 1000000,
         'optimizer': 'kfac',  # kfac | adam | none (inference)
-        'laplacian': 'forward',  # forward (folx) | hessian (exact loop)
-        # folx sparsity_threshold; -1 = auto: 6 (sparse two-electron stream) from 10
-        # electrons on, else 0 (dense). Measured on CPU: +20% local energies/s at N2 and
-        # bicyclobutane with 6, but 3x slower for Li, where the sparse bookkeeping dominates.
+        # forward (written for the FermiNet, fwdlap) | folx (generic forward Laplacian)
+        # | hessian (exact loop over 3N Hessian-vector products)
+        'laplacian': 'forward',
+        # folx sparsity_threshold (laplacian=folx only); -1 = auto: 6 (sparse
+        # two-electron stream) from 10 electrons on, else 0 (dense). Measured on CPU:
+        # +20% local energies/s at N2 and bicyclobutane with 6, but 3x slower for Li,
+        # where the sparse bookkeeping dominates.
         'forward_laplacian_sparsity': -1,
         # Local energies of at most this many walkers at once per device; 0: all at once;
-        # -1 = auto: on CPU with the forward Laplacian, chunks whose Jacobians fit in cache
+        # -1 = auto: on CPU with a forward Laplacian, chunks whose Jacobians fit in cache
         # (4 walkers at N2, measured 1.7x faster than all 64 at once), else 0. On a GPU set
         # it to bound memory on large molecules.
         'max_vmap_batch_size': -1,

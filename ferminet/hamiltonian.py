@@ -5,9 +5,12 @@ of log|ψ| computed by one of:
 
 - ``hessian``: the exact trace of the Hessian, one Jacobian-vector product of
   ∇ log|ψ| per coordinate (3N of them, in a ``fori_loop``);
-- ``forward``: folx's forward Laplacian, the same number in one forward pass
-  (Li et al., "A computational framework for neural network-based variational
-  Monte Carlo with Forward Laplacian", Nat. Mach. Intell. 2024).
+- ``forward``: the forward Laplacian (Li et al., "A computational framework
+  for neural network-based variational Monte Carlo with Forward Laplacian",
+  Nat. Mach. Intell. 2024), the same number in one forward pass: the one written
+  for the FermiNet's structure (``fwdlap``) where the caller passes it, else
+  folx's;
+- ``folx``: folx's generic forward Laplacian of any log|ψ|.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import numpy as np
 from ferminet import system as system_lib
 
 LogAbsFn = Callable[[Any, jax.Array], jax.Array]  # (params, x (3N,)) -> log|ψ|
+# (params, x (3N,)) -> (∇² log|ψ|, ∇ log|ψ| (3N,)), as fwdlap.make returns
+LaplacianFn = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
+LAPLACIANS = ('forward', 'folx', 'hessian')
 
 
 def potential_energy(x: jax.Array, nuclei: jax.Array, charges: jax.Array) -> dict[str, jax.Array]:
@@ -69,18 +75,30 @@ def laplacian_forward(
 
 
 def make_kinetic_energy(
-  log_abs: LogAbsFn, laplacian: str = 'forward', sparsity_threshold: int = 0
+  log_abs: LogAbsFn,
+  laplacian: str = 'forward',
+  sparsity_threshold: int = 0,
+  structured: LaplacianFn | None = None,
 ) -> Callable[[Any, jax.Array], jax.Array]:
-  """Kinetic energy -½ ∇²ψ/ψ of one walker, hartree, from log|ψ|."""
-  if laplacian == 'hessian':
-    lap_fn = laplacian_hessian
-  elif laplacian == 'forward':
+  """Kinetic energy -½ ∇²ψ/ψ of one walker, hartree, from log|ψ|.
 
-    def lap_fn(f, x):
-      return laplacian_forward(f, x, sparsity_threshold)
+  ``structured``: the network's own forward Laplacian (``fwdlap.make``), used for
+  ``forward``; without it ``forward`` falls back to folx.
+  """
+  if laplacian not in LAPLACIANS:
+    raise ValueError(f'unknown laplacian {laplacian!r}: one of {", ".join(LAPLACIANS)}')
+  if laplacian == 'forward' and structured is not None:
 
-  else:
-    raise ValueError(f'unknown laplacian {laplacian!r}: forward or hessian')
+    def kinetic(params: Any, x: jax.Array) -> jax.Array:
+      lap, grad = structured(params, x)
+      return -0.5 * (lap + jnp.sum(grad**2))
+
+    return kinetic
+
+  def lap_fn(f, x):
+    if laplacian == 'hessian':
+      return laplacian_hessian(f, x)
+    return laplacian_forward(f, x, sparsity_threshold)
 
   def kinetic(params: Any, x: jax.Array) -> jax.Array:
     lap, grad = lap_fn(lambda y: log_abs(params, y), x)
@@ -113,16 +131,17 @@ def resolve_chunk(
 ) -> int:
   """Walkers per local-energy chunk: the given value, or for -1 (auto) a cache-sized one.
 
-  Auto chunks only the forward Laplacian on CPU, where one layer's Jacobian of a
-  walker, n × 3n × ``width`` × ``itemsize`` bytes, makes the whole batch spill out
-  of the caches: chunks of about 2.5 MiB of it (4 walkers at N2 in float32, 1 for
-  bicyclobutane) were measured 1.7× (N2) to 1.4× (bicyclobutane) faster than the
-  whole batch. The Hessian loop keeps one direction at a time and is fastest
+  Auto chunks only the forward Laplacians (``forward``, ``folx``) on CPU, where one
+  layer's Jacobian of a walker, n × 3n × ``width`` × ``itemsize`` bytes, makes the
+  whole batch spill out of the caches: chunks of about 2.5 MiB of it (4 walkers at
+  N2 in float32, 1 for bicyclobutane) were measured 1.7× (N2) to 1.4×
+  (bicyclobutane) faster than the whole batch with folx. The Hessian loop keeps one
+  direction at a time and is fastest
   unchunked, as is every path on a GPU. 0 means no chunking.
   """
   if max_vmap_batch_size >= 0:
     return max_vmap_batch_size
-  if laplacian != 'forward' or platform != 'cpu':
+  if laplacian == 'hessian' or platform != 'cpu':
     return 0
   per_walker = n_electrons * 3 * n_electrons * width * itemsize
   return max(1, AUTO_CHUNK_BYTES // per_walker)
@@ -155,15 +174,19 @@ def make_local_energy(
   system: system_lib.System,
   laplacian: str = 'forward',
   sparsity_threshold: int = 0,
+  structured: LaplacianFn | None = None,
 ) -> Callable[[Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]:
   """Local energy of one walker.
+
+  ``laplacian`` is one of LAPLACIANS; ``structured`` the network's own forward
+  Laplacian for ``forward`` (else folx); ``sparsity_threshold`` folx's.
 
   Returns:
     ``local_energy(params, x) -> (E_L, terms)``: E_L in hartree (scalar) and a
     dict of its parts 'kinetic', 'ee', 'en', 'nn'. x has shape (n * 3,), bohr.
   """
   sparsity = resolve_sparsity(sparsity_threshold, system.n_electrons)
-  kinetic = make_kinetic_energy(log_abs, laplacian, sparsity)
+  kinetic = make_kinetic_energy(log_abs, laplacian, sparsity, structured)
   nuclei = np.asarray(system.coords)
   charges = np.asarray(system.charges)
 

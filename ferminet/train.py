@@ -33,6 +33,7 @@ from ferminet import (
   analysis,
   checkpoint,
   errors,
+  fwdlap,
   hamiltonian,
   interrupts,
   loss,
@@ -130,7 +131,11 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
   parallel.check_batch(cfg.batch_size)
   network = networks.make(cfg.network, system)
   local_energy = hamiltonian.make_local_energy(
-    network.log_abs, system, cfg.optim.laplacian, cfg.optim.forward_laplacian_sparsity
+    network.log_abs,
+    system,
+    cfg.optim.laplacian,
+    cfg.optim.forward_laplacian_sparsity,
+    fwdlap.make(cfg.network, system),
   )
   vmc_loss = loss.make_loss(
     network.log_abs,

@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import hamiltonian, mcmc, molecules, networks
+from ferminet import fwdlap, hamiltonian, mcmc, molecules, networks
 from ferminet import system as system_lib
 
 
 @pytest.fixture(scope='module')
 def lih_network():
   system = system_lib.make_system(molecules.build('LiH'))
-  net = networks.make(tiny_network_cfg(envelope_type='diagonal'), system)
+  cfg = tiny_network_cfg(envelope_type='diagonal')
+  net = networks.make(cfg, system)
   params = net.init(jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (system.n_electrons * 3,))
-  return system, net, params, x
+  return system, net, params, x, fwdlap.make(cfg, system)
 
 
 def _finite_difference_laplacian(f, x, h=1e-3):
@@ -31,21 +32,24 @@ def _finite_difference_laplacian(f, x, h=1e-3):
 
 
 def test_laplacians_agree_with_finite_differences(lih_network):
-  _, net, params, x = lih_network
+  """Hessian loop, folx and the structured forward Laplacian: one number, to 1e-10."""
+  _, net, params, x, structured = lih_network
   f = lambda y: net.log_abs(params, y)
   lap_h, grad_h = jax.jit(lambda y: hamiltonian.laplacian_hessian(f, y))(x)
-  lap_f, grad_f = jax.jit(lambda y: hamiltonian.laplacian_forward(f, y))(x)
   lap_fd, grad_fd = _finite_difference_laplacian(f, x)
-  np.testing.assert_allclose(lap_f, lap_h, rtol=1e-10)
-  np.testing.assert_allclose(grad_f, grad_h, rtol=1e-10, atol=1e-12)
+  for other in (lambda y: hamiltonian.laplacian_forward(f, y), lambda y: structured(params, y)):
+    lap_f, grad_f = jax.jit(other)(x)
+    np.testing.assert_allclose(lap_f, lap_h, rtol=1e-10)
+    np.testing.assert_allclose(grad_f, grad_h, rtol=1e-10, atol=1e-12)
   np.testing.assert_allclose(lap_h, lap_fd, rtol=1e-6)
   np.testing.assert_allclose(grad_h, grad_fd, rtol=1e-7, atol=1e-9)
 
 
 def test_local_energies_agree(lih_network):
-  system, net, params, x = lih_network
+  system, net, params, x, structured = lih_network
   e_h, _ = jax.jit(hamiltonian.make_local_energy(net.log_abs, system, 'hessian'))(params, x)
-  e_f, terms = jax.jit(hamiltonian.make_local_energy(net.log_abs, system, 'forward'))(params, x)
+  forward = hamiltonian.make_local_energy(net.log_abs, system, 'forward', 0, structured)
+  e_f, terms = jax.jit(forward)(params, x)
   np.testing.assert_allclose(e_f, e_h, rtol=1e-10)
   assert set(terms) == {'kinetic', 'ee', 'en', 'nn'}
   np.testing.assert_allclose(sum(terms.values()), e_f, rtol=1e-12)
@@ -114,28 +118,30 @@ def n2_sampled():
   return system, params, walkers
 
 
-@pytest.mark.parametrize('dtype, sparsity', [(jnp.float32, 6), (jnp.float64, 0), (jnp.float64, 6)])
-def test_forward_matches_hessian_at_n2_size(n2_sampled, dtype, sparsity):
-  """Local energies of 14 electrons: forward equals hessian, in float32 and float64.
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.float64])
+def test_forward_matches_hessian_at_n2_size(n2_sampled, dtype):
+  """Local energies of 14 electrons: forward and folx equal hessian, in float32 and float64.
 
   float64: to 1e-10 everywhere. float32: to 1e-5 for the median walker; single
   walkers with ill-conditioned orbital matrices differ more (measured up to
-  2e-4), as both methods then lose float32 precision (see the issue notes).
+  2e-4), as every method then loses float32 precision (see the issue notes).
   """
   system, params, walkers = n2_sampled
-  net = networks.make(tiny_network_cfg(), system, dtype=dtype)
+  cfg = tiny_network_cfg()
+  net = networks.make(cfg, system, dtype=dtype)
   params = jax.tree.map(lambda a: a.astype(dtype), params)
   walkers = walkers.astype(dtype)
   energies = {}
-  for method in ('forward', 'hessian'):
-    fn = hamiltonian.make_local_energy(net.log_abs, system, method, sparsity)
+  for method in ('hessian', 'forward', 'folx'):
+    fn = hamiltonian.make_local_energy(net.log_abs, system, method, 6, fwdlap.make(cfg, system))
     energies[method] = jax.jit(jax.vmap(fn, in_axes=(None, 0)))(params, walkers)[0]
     assert energies[method].dtype == dtype
-  rel = np.abs(energies['forward'] - energies['hessian']) / np.abs(energies['hessian'])
-  if dtype == jnp.float64:
-    assert rel.max() < 1e-10, rel.max()
-  else:
-    assert np.median(rel) < 1e-5 and rel.max() < 1e-3, (np.median(rel), rel.max())
+  for method in ('forward', 'folx'):
+    rel = np.abs(energies[method] - energies['hessian']) / np.abs(energies['hessian'])
+    if dtype == jnp.float64:
+      assert rel.max() < 1e-10, (method, rel.max())
+    else:
+      assert np.median(rel) < 1e-5 and rel.max() < 1e-3, (method, np.median(rel), rel.max())
 
 
 def test_auto_chunk_sizes():
