@@ -12,9 +12,11 @@ default network (cfg.network) and float32. Figures per case:
   iteration (``mcmc.steps`` Metropolis steps + one KFAC step) with the
   default ``laplacian='forward'`` and with ``hessian``, measured in the same
   process;
-- ``local_energy_per_s``: local-energy evaluations per second (jitted, over a
+- ``local_energy_per_s_*``: local-energy evaluations per second (jitted, over a
   batch, in the chunks training uses: ``local_energy_chunk_*``, 0 = all at once)
-  for ``forward`` and ``hessian``, the median of 5 timings (3 with --quick);
+  for ``forward`` (the FermiNet's own forward Laplacian, ``ferminet/fwdlap.py``),
+  ``hessian`` and, in full runs, ``folx`` (folx's generic forward Laplacian): the
+  median of 5 timings (3 with --quick), taken in turns;
 - ``peak_memory_mb``: peak device memory (GPU) or peak resident memory of the
   process (CPU).
 
@@ -84,28 +86,42 @@ def _time_training(system, batch, laplacian, iterations, network):
   return first, steady
 
 
-def _local_energy_rate(system, batch, laplacian, network, repeats=5):
+def _local_energy_rates(system, batch, laplacians, network, repeats=5):
+  """Local energies per second and chunk for each laplacian, timings interleaved.
+
+  All are compiled first; then each repeat times every method once, so a slow
+  moment of a shared machine hits them alike. The rate is from the median time.
+  """
   import jax
 
-  from ferminet import config, hamiltonian, mcmc, networks, train
+  from ferminet import config, fwdlap, hamiltonian, mcmc, networks, train
 
-  cfg = config.resolve(_config(system, batch, laplacian, network))
-  sys_ = config.system_of(cfg)
-  net = networks.make(cfg.network, sys_)
+  fns, chunks = {}, {}
+  for laplacian in laplacians:
+    cfg = config.resolve(_config(system, batch, laplacian, network))
+    sys_ = config.system_of(cfg)
+    net = networks.make(cfg.network, sys_)
+    energy = hamiltonian.make_local_energy(
+      net.log_abs,
+      sys_,
+      laplacian,
+      cfg.optim.forward_laplacian_sparsity,
+      fwdlap.make(cfg.network, sys_),  # as train.setup
+    )
+    chunks[laplacian] = train.local_energy_chunk(cfg, sys_)  # as training evaluates them
+    fns[laplacian] = jax.jit(hamiltonian.batch_local_energy(energy, chunks[laplacian]))
   params = net.init(jax.random.PRNGKey(0))
   walkers = mcmc.init_walkers(jax.random.PRNGKey(1), sys_, batch, 1.0)
-  energy = hamiltonian.make_local_energy(
-    net.log_abs, sys_, laplacian, cfg.optim.forward_laplacian_sparsity
-  )
-  chunk = train.local_energy_chunk(cfg, sys_)  # as training evaluates them
-  fn = jax.jit(hamiltonian.batch_local_energy(energy, chunk))
-  jax.block_until_ready(fn(params, walkers))
-  times = []
-  for _ in range(repeats):  # the median: shared machines have slow moments
-    start = time.perf_counter()
+  for fn in fns.values():
     jax.block_until_ready(fn(params, walkers))
-    times.append(time.perf_counter() - start)
-  return batch / sorted(times)[repeats // 2], chunk
+  times = {laplacian: [] for laplacian in laplacians}
+  for _ in range(repeats):  # the median: shared machines have slow moments
+    for laplacian, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(params, walkers))
+      times[laplacian].append(time.perf_counter() - start)
+  rates = {k: batch / sorted(t)[repeats // 2] for k, t in times.items()}
+  return rates, chunks
 
 
 def _peak_memory_mb() -> float:
@@ -126,9 +142,9 @@ def run_case(name: str, quick: bool) -> dict:
   iterations = TIMED_ITERATIONS[quick]
   first, steady = _time_training(system, tb, 'forward', iterations, network)
   _, steady_hessian = _time_training(system, tb, 'hessian', iterations, network)
-  repeats = 3 if quick else 5
-  forward_rate, forward_chunk = _local_energy_rate(system, lb, 'forward', network, repeats)
-  hessian_rate, hessian_chunk = _local_energy_rate(system, lb, 'hessian', network, repeats)
+  # folx, the generic forward Laplacian, only in full runs (--quick keeps to 5 minutes).
+  laplacians = ['forward', 'hessian'] + ([] if quick else ['folx'])
+  rates, chunks = _local_energy_rates(system, lb, laplacians, network, 3 if quick else 5)
   from ferminet import config
 
   n_el = sum(config.system_of(config.resolve(_config(system, tb, 'forward'))).electrons)
@@ -141,11 +157,12 @@ def run_case(name: str, quick: bool) -> dict:
     'iteration_s': steady,
     'iteration_hessian_s': steady_hessian,
     'iteration_speedup': steady_hessian / steady,
-    'local_energy_per_s_forward': forward_rate,
-    'local_energy_per_s_hessian': hessian_rate,
-    'local_energy_speedup': forward_rate / hessian_rate,
-    'local_energy_chunk_forward': forward_chunk,  # walkers per chunk, 0: all at once
-    'local_energy_chunk_hessian': hessian_chunk,
+    'local_energy_per_s_forward': rates['forward'],
+    'local_energy_per_s_hessian': rates['hessian'],
+    'local_energy_speedup': rates['forward'] / rates['hessian'],
+    'local_energy_per_s_folx': rates.get('folx'),  # None with --quick
+    'local_energy_chunk_forward': chunks['forward'],  # walkers per chunk, 0: all at once
+    'local_energy_chunk_hessian': chunks['hessian'],
     'peak_memory_mb': _peak_memory_mb(),
     'device': jax.devices()[0].device_kind,
   }
@@ -179,15 +196,18 @@ def main():
 
   header = (
     f'{"case":<14}{"e":>4}{"batch":>6}{"compile s":>10}{"s/it fwd":>10}{"s/it hess":>10}'
-    f'{"speedup":>8}{"E_L/s fwd":>11}{"E_L/s hess":>11}{"speedup":>8}{"peak MB":>9}'
+    f'{"speedup":>8}{"E_L/s fwd":>11}{"E_L/s hess":>11}{"speedup":>8}{"E_L/s folx":>11}'
+    f'{"peak MB":>9}'
   )
   print(header)
   for r in results:
+    folx = r.get('local_energy_per_s_folx')
     print(
       f'{r["case"]:<14}{r["electrons"]:>4}{r["train_batch"]:>6}{r["compile_s"]:>10.1f}'
       f'{r["iteration_s"]:>10.3f}{r["iteration_hessian_s"]:>10.3f}{r["iteration_speedup"]:>8.2f}'
       f'{r["local_energy_per_s_forward"]:>11.1f}{r["local_energy_per_s_hessian"]:>11.1f}'
-      f'{r["local_energy_speedup"]:>8.2f}{r["peak_memory_mb"]:>9.0f}'
+      f'{r["local_energy_speedup"]:>8.2f}{f"{folx:.1f}" if folx else "-":>11}'
+      f'{r["peak_memory_mb"]:>9.0f}'
     )
   write_results(results, args.name, args.quick, pathlib.Path(args.out))
 
