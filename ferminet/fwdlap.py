@@ -57,8 +57,7 @@ def _tanh(z: jax.Array, axis: int, multiplicity: float) -> jax.Array:
   d1 = 1.0 - t * t
   d2 = -2.0 * t * d1
   new_lap = d1 * lap + d2 * (multiplicity * jnp.sum(jac * jac, axis=axis))
-  parts = [t, d1, new_lap]
-  t, d1, new_lap = (jnp.expand_dims(a, axis) for a in parts)
+  t, d1, new_lap = (jnp.expand_dims(a, axis) for a in (t, d1, new_lap))
   return jnp.concatenate([t, d1 * jac, new_lap], axis=axis)
 
 
@@ -162,7 +161,9 @@ def _log_det(orbitals: jax.Array) -> tuple[jax.Array, ...]:
   jac = orbitals[:, 1:-1]  # (m, D, K, m)
   grad = jnp.einsum('koe,edko->kd', inv, jac)  # tr(A⁻¹ ∂A)
   b = jnp.einsum('koe,edkp->kdop', inv, jac)  # A⁻¹ ∂A
-  lap = jnp.einsum('koe,eko->k', inv, orbitals[:, -1]) - jnp.einsum('kdop,kdpo->k', b, b)
+  lap = jnp.einsum('koe,eko->k', inv, orbitals[:, -1]) - jnp.sum(
+    b * jnp.swapaxes(b, -1, -2), axis=(1, 2, 3)
+  )
   return sign, logdet, grad, lap
 
 
@@ -179,7 +180,7 @@ def make(cfg: ml_collections.ConfigDict, system: system_lib.System) -> Laplacian
   n_det = int(cfg.determinants)
   full_det = bool(cfg.full_det)
   env_kind = cfg.envelope_type
-  n_orb = networks._orbitals_per_channel(full_det, spins)
+  n_orb = networks.orbitals_per_channel(full_det, spins)
   starts = np.cumsum((0,) + spins)
   slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
@@ -192,9 +193,9 @@ def make(cfg: ml_collections.ConfigDict, system: system_lib.System) -> Laplacian
 
     def envelope(r):
       ae = r[None] - nuclei
-      return networks._envelope_apply(
-        env_kind, p_env, ae[None], jnp.linalg.norm(ae, axis=-1)[None]
-      )[0]
+      return networks.envelope_apply(env_kind, p_env, ae[None], jnp.linalg.norm(ae, axis=-1)[None])[
+        0
+      ]
 
     env, env_grad, env_lap = _local_derivatives(envelope, pos[s])
     own = phi[:, 1:-1].reshape(n_s, n, 3, -1)[np.arange(n_s), np.arange(n_s) + s.start]

@@ -46,7 +46,7 @@ class Network:
   orbitals: Callable[[Params, jax.Array], list[jax.Array]]  # [α, β] matrices
   log_abs: Callable[[Params, jax.Array], jax.Array]
   # The same log|ψ| with every layer tagged for KFAC (_tag_dense; the isotropic
-  # envelope's π and σ in _envelope_apply); used only where KFAC estimates curvature,
+  # envelope's π and σ in envelope_apply); used only where KFAC estimates curvature,
   # since folx has no forward-Laplacian rule for the tags.
   log_abs_tagged: Callable[[Params, jax.Array], jax.Array]
 
@@ -95,7 +95,7 @@ def _split_dense(
   return h_one @ w[:d] + pair @ w[3 * d :] + shared
 
 
-def _orbitals_per_channel(full_det: bool, spins: Sequence[int]) -> list[int]:
+def orbitals_per_channel(full_det: bool, spins: Sequence[int]) -> list[int]:
   """Orbitals per determinant of each spin channel: all electrons with ``full_det``."""
   return [sum(spins) if full_det else n for n in spins]
 
@@ -156,7 +156,7 @@ def _envelope_init(kind: str, n_atoms: int, n_out: int, dtype) -> dict:
   return {'pi': pi, 'sigma': sigma}
 
 
-def _envelope_apply(
+def envelope_apply(
   kind: str, p: dict, ae: jax.Array, r_ae: jax.Array, tag: bool = False
 ) -> jax.Array:
   """Envelope values, (n_spin, n_out), from ae (n_spin, n_atoms, 3), r_ae (n_spin, n_atoms).
@@ -219,7 +219,7 @@ def make(
   full_det = bool(cfg.full_det)
   env_kind = cfg.envelope_type
   hidden = [tuple(int(d) for d in layer) for layer in cfg.ferminet.hidden_dims]
-  n_orb = _orbitals_per_channel(full_det, spins)
+  n_orb = orbitals_per_channel(full_det, spins)
 
   def init(key: jax.Array) -> Params:
     keys = iter(jax.random.split(key, 2 * len(hidden) + 4))
@@ -272,7 +272,7 @@ def make(
       phi = dense(p_orb, h_one[sl])
       if tag:
         phi = _tag_dense(phi, h_one[sl], p_orb)
-      phi = phi * _envelope_apply(env_kind, next(p_envelope), ae[sl], r_ae[sl], tag)
+      phi = phi * envelope_apply(env_kind, next(p_envelope), ae[sl], r_ae[sl], tag)
       mats.append(jnp.transpose(phi.reshape(n_spin, n_det, norb), (1, 0, 2)))
     return mats
 
@@ -304,7 +304,7 @@ def widest_feature(cfg: ml_collections.ConfigDict, system: system_lib.System) ->
 
   With the electron count it sizes the per-walker Jacobians of a forward Laplacian.
   """
-  n_orb = _orbitals_per_channel(bool(cfg.full_det), tuple(int(n) for n in system.electrons))
+  n_orb = orbitals_per_channel(bool(cfg.full_det), tuple(int(n) for n in system.electrons))
   widths = [int(layer[0]) for layer in cfg.ferminet.hidden_dims]
   return max(widths + [int(cfg.determinants) * max(n_orb)])
 
