@@ -114,7 +114,7 @@ CASES = {
     ['--config.KEY=True'],
   ),
   'unknown optimizer': (ATOM + ['--config.optim.optimizer', 'sgd'], ['kfac, adam, none']),
-  'unknown laplacian': (ATOM + ['--config.optim.laplacian', 'fd'], ['forward, hessian']),
+  'unknown laplacian': (ATOM + ['--config.optim.laplacian', 'fd'], ['forward, folx, hessian']),
   'save_path not writable': (
     ATOM + ['--config.log.save_path', '{d}/a_file/run'],
     ['save_path', 'not a writable folder'],
