@@ -92,15 +92,46 @@ def _stack(value: jax.Array, jac: jax.Array, lap: jax.Array, axis: int) -> jax.A
   return jnp.concatenate([jnp.expand_dims(value, axis), jac, jnp.expand_dims(lap, axis)], axis=axis)
 
 
+def _envelope_derivatives(
+  kind: str, p: dict, pos: jax.Array, nuclei: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Value (m, f), gradient (m, 3, f) and Laplacian (m, f) of the envelopes at m electrons.
+
+  Isotropic, Σ_I π exp(-|σ| d_I) with d_I = |r - R_I|, by hand: ∇ = Σ_I -|σ| π e (r - R_I)/d_I,
+  ∇² = Σ_I π e (σ² - 2|σ|/d_I). The others by 3-dimensional autodiff of
+  ``networks.envelope_apply``.
+  """
+  if kind != 'isotropic':
+
+    def envelope(r):
+      ae = r[None] - nuclei
+      return networks.envelope_apply(kind, p, ae[None], jnp.linalg.norm(ae, axis=-1)[None])[0]
+
+    return _local_derivatives(envelope, pos)
+  ae = pos[:, None, :] - nuclei[None]  # (m, atoms, 3)
+  d = jnp.linalg.norm(ae, axis=-1)[..., None]  # (m, atoms, 1)
+  rate = jnp.abs(p['sigma'])[None]  # (1, atoms, f)
+  e = p['pi'][None] * jnp.exp(-rate * d)  # (m, atoms, f)
+  de = -rate * e
+  value = jnp.sum(e, axis=1)
+  grad = jnp.sum(de[:, :, None, :] * (ae / d)[..., None], axis=1)  # (m, 3, f)
+  lap = jnp.sum(e * (rate * rate) + de * (2.0 / d), axis=1)
+  return value, grad, lap
+
+
 def _features(pos: jax.Array, nuclei: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Stacks of the input features: electron–nucleus (n, R, 4 atoms), pairs (n, n, 5, 4)."""
   n = pos.shape[0]
 
-  def one_electron(r):
-    ae = r[None] - nuclei
-    return jnp.concatenate([ae, jnp.linalg.norm(ae, axis=-1, keepdims=True)], -1).reshape(-1)
-
-  value, grad, lap = _local_derivatives(one_electron, pos)
+  n_atoms = nuclei.shape[0]
+  ae = pos[:, None, :] - nuclei[None]  # (n, atoms, 3)
+  r_ae = jnp.linalg.norm(ae, axis=-1, keepdims=True)
+  value = jnp.concatenate([ae, r_ae], axis=-1).reshape(n, 4 * n_atoms)
+  # ∂/∂r_i of (r_i - R_I, |r_i - R_I|): the identity and the unit vector; ∇²: 0 and 2/r.
+  ident = jnp.broadcast_to(jnp.eye(3, dtype=pos.dtype)[:, None], (n, 3, n_atoms, 3))
+  unit = jnp.swapaxes(ae / r_ae, 1, 2)[..., None]  # (n, 3, atoms, 1)
+  grad = jnp.concatenate([ident, unit], axis=-1).reshape(n, 3, 4 * n_atoms)
+  lap = jnp.concatenate([jnp.zeros_like(ae), 2.0 / r_ae], axis=-1).reshape(n, 4 * n_atoms)
   one = _stack(value, _own_block(grad, 0, n), lap, axis=1)
 
   ee = pos[:, None, :] - pos[None, :, :]
@@ -191,13 +222,7 @@ def make(cfg: ml_collections.ConfigDict, system: system_lib.System) -> Laplacian
     if 'b' in p_orb:
       phi = phi.at[:, 0].add(p_orb['b'])
 
-    def envelope(r):
-      ae = r[None] - nuclei
-      return networks.envelope_apply(env_kind, p_env, ae[None], jnp.linalg.norm(ae, axis=-1)[None])[
-        0
-      ]
-
-    env, env_grad, env_lap = _local_derivatives(envelope, pos[s])
+    env, env_grad, env_lap = _envelope_derivatives(env_kind, p_env, pos[s], nuclei)
     own = phi[:, 1:-1].reshape(n_s, n, 3, -1)[np.arange(n_s), np.arange(n_s) + s.start]
     value = phi[:, 0]
     # Product rule; only electron i's own rows see the envelope's gradient.
