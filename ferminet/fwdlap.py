@@ -120,31 +120,29 @@ def _envelope_derivatives(
 
 
 def _features(pos: jax.Array, nuclei: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Stacks of the input features: electron–nucleus (n, R, 4 atoms), pairs (n, n, 5, 4)."""
-  n = pos.shape[0]
+  """Stacks of the input features: electron–nucleus (n, R, 4 atoms), pairs (n, n, 5, 4).
 
-  n_atoms = nuclei.shape[0]
-  ae = pos[:, None, :] - nuclei[None]  # (n, atoms, 3)
-  r_ae = jnp.linalg.norm(ae, axis=-1, keepdims=True)
-  value = jnp.concatenate([ae, r_ae], axis=-1).reshape(n, 4 * n_atoms)
+  The values are ``networks.features``'; their derivatives are written out here.
+  """
+  n, n_atoms = pos.shape[0], nuclei.shape[0]
+  value_one, value_two, _ = networks.features(pos.reshape(-1), nuclei)
+  ae_r = value_one.reshape(n, n_atoms, 4)
+  ae, r_ae = ae_r[..., :3], ae_r[..., 3:]
   # ∂/∂r_i of (r_i - R_I, |r_i - R_I|): the identity and the unit vector; ∇²: 0 and 2/r.
   ident = jnp.broadcast_to(jnp.eye(3, dtype=pos.dtype)[:, None], (n, 3, n_atoms, 3))
   unit = jnp.swapaxes(ae / r_ae, 1, 2)[..., None]  # (n, 3, atoms, 1)
   grad = jnp.concatenate([ident, unit], axis=-1).reshape(n, 3, 4 * n_atoms)
   lap = jnp.concatenate([jnp.zeros_like(ae), 2.0 / r_ae], axis=-1).reshape(n, 4 * n_atoms)
-  one = _stack(value, _own_block(grad, 0, n), lap, axis=1)
+  one = _stack(value_one, _own_block(grad, 0, n), lap, axis=1)
 
-  ee = pos[:, None, :] - pos[None, :, :]
-  eye = jnp.eye(n, dtype=pos.dtype)
-  r = jnp.linalg.norm(ee + eye[..., None], axis=-1)  # as networks.features
-  off = (1.0 - eye)[..., None]
-  value = jnp.concatenate([ee, r[..., None]], axis=-1)
+  ee, r = value_two[..., :3], value_two[..., 3:]  # r_ii is a constant (networks.features)
+  off = (1.0 - jnp.eye(n, dtype=pos.dtype))[..., None]
   # ∂/∂r_i of (r_i - r_j, |r_i - r_j|): the identity and the unit vector.
   ident = jnp.broadcast_to(jnp.eye(3, dtype=pos.dtype), (n, n, 3, 3))
-  grad = jnp.concatenate([ident, (ee / r[..., None])[..., None]], axis=-1) * off[..., None]
+  grad = jnp.concatenate([ident, (ee / r)[..., None]], axis=-1) * off[..., None]
   # ∇² over both electrons: 0 for the components, 2 × 2/r for the distance.
-  lap = jnp.concatenate([jnp.zeros_like(ee), 4.0 / r[..., None]], axis=-1) * off
-  return one, _stack(value, grad, lap, axis=2)
+  lap = jnp.concatenate([jnp.zeros_like(ee), 4.0 / r], axis=-1) * off
+  return one, _stack(value_two, grad, lap, axis=2)
 
 
 def _pair_share(pair: jax.Array, present: list[slice], weights: list[jax.Array]) -> jax.Array:

@@ -88,12 +88,20 @@ def make_kinetic_energy(
   if laplacian not in LAPLACIANS:
     raise ValueError(f'unknown laplacian {laplacian!r}: one of {", ".join(LAPLACIANS)}')
   if laplacian == 'forward' and structured is not None:
+    lap_and_grad = structured
+  else:
 
-    def kinetic(params: Any, x: jax.Array) -> jax.Array:
-      lap, grad = structured(params, x)
-      return -0.5 * (lap + jnp.sum(grad**2))
+    def lap_and_grad(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+      f = lambda y: log_abs(params, y)  # noqa: E731
+      if laplacian == 'hessian':
+        return laplacian_hessian(f, x)
+      return laplacian_forward(f, x, sparsity_threshold)
 
-    return kinetic
+  def kinetic(params: Any, x: jax.Array) -> jax.Array:
+    lap, grad = lap_and_grad(params, x)
+    return -0.5 * (lap + jnp.sum(grad**2))
+
+  return kinetic
 
   def lap_fn(f, x):
     if laplacian == 'hessian':
