@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ferminet import networks
+from ferminet import linalg, networks
 from ferminet import system as system_lib
 
 LaplacianFn = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
@@ -185,8 +185,7 @@ def _log_det(orbitals: jax.Array) -> tuple[jax.Array, ...]:
   axis orbitals.
   """
   a = jnp.transpose(orbitals[:, 0], (1, 0, 2))  # (K, m, m)
-  sign, logdet = jnp.linalg.slogdet(a)
-  inv = jnp.linalg.inv(a)
+  sign, logdet, inv = linalg.slogdet_inverse(a)
   jac = orbitals[:, 1:-1]  # (m, D, K, m)
   grad = jnp.einsum('koe,edko->kd', inv, jac)  # tr(A⁻¹ ∂A)
   b = jnp.einsum('koe,edkp->kdop', inv, jac)  # A⁻¹ ∂A

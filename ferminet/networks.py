@@ -34,6 +34,7 @@ import kfac_jax
 import ml_collections
 import numpy as np
 
+from ferminet import linalg
 from ferminet import system as system_lib
 
 Params = Any  # a pytree of arrays
@@ -279,12 +280,12 @@ def make(
   def apply(params: Params, x: jax.Array, tag: bool = False) -> tuple[jax.Array, jax.Array]:
     mats = orbitals(params, x, tag)
     if full_det:
-      sign, logs = jnp.linalg.slogdet(jnp.concatenate(mats, axis=1))
+      sign, logs = linalg.slogdet(jnp.concatenate(mats, axis=1))
     else:
       sign, logs = jnp.ones(n_det, x.dtype), jnp.zeros(n_det, x.dtype)
       for m in mats:
         if m.shape[1]:  # an empty channel contributes det = 1
-          s, ld = jnp.linalg.slogdet(m)
+          s, ld = linalg.slogdet(m)
           sign, logs = sign * s, logs + ld
     return logdet_sum(sign, logs)
 

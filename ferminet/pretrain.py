@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ferminet import mcmc, networks, parallel, scf
+from ferminet import linalg, mcmc, networks, parallel, scf
 
 
 def _hf_matrices(orbitals_fn: scf.OrbitalsFn, x: jax.Array, electrons: tuple[int, int]):
@@ -53,7 +53,7 @@ def make_hf_log_prob(orbitals_fn: scf.OrbitalsFn, electrons: tuple[int, int]):
     total = jnp.zeros((), x.dtype)
     for mat in _hf_matrices(orbitals_fn, x, electrons):
       if mat.shape[0]:
-        total = total + jnp.linalg.slogdet(mat)[1]
+        total = total + linalg.slogdet(mat)[1]
     return 2.0 * total
 
   return log_prob
