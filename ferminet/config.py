@@ -144,6 +144,10 @@ def default() -> ml_collections.ConfigDict:
         'deterministic': False,
         'seed': 0,
         'float64': False,
+        # Minutes without a finished step (pretraining, burn-in or training) after which
+        # the run counts as stuck: it prints the stage and exits with status 3. Raised to
+        # 10x the slowest step seen so far; compilation does not count; 0: off.
+        'stall_minutes': 15.0,
       },
     }
   )
@@ -246,6 +250,8 @@ def check(cfg: ml_collections.ConfigDict) -> None:
     )
   if cfg.optim.max_nonfinite_steps <= 0:
     raise errors.ConfigError('optim.max_nonfinite_steps must be >= 1')
+  if cfg.debug.stall_minutes < 0:
+    raise errors.ConfigError('debug.stall_minutes must be >= 0 (0: no stall watchdog)')
   if cfg.log.keep_checkpoints <= 0:
     raise errors.ConfigError('log.keep_checkpoints must be >= 1')
   if cfg.system.units is not None:

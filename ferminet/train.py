@@ -43,6 +43,7 @@ from ferminet import (
   parallel,
   pretrain,
   scf,
+  watchdog,
   writers,
 )
 from ferminet import config as config_lib
@@ -90,6 +91,7 @@ class Run:
   save_path: pathlib.Path
   inference: bool
   stop: interrupts.StopRequests  # installed by run(); checked between iterations
+  watchdog: watchdog.Watchdog  # started by run(); every step's outputs are tracked
 
 
 def _save_path(cfg: ml_collections.ConfigDict) -> pathlib.Path:
@@ -178,6 +180,10 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     save_path=save_path,
     inference=cfg.optim.optimizer == 'none',
     stop=interrupts.StopRequests(),
+    watchdog=watchdog.Watchdog(
+      cfg.debug.stall_minutes,
+      hint=f'Checkpoints are in {save_path}; see "Known problems" in the README.',
+    ),
   )
 
 
@@ -388,6 +394,7 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
     params, opt_state, walkers, width, fit, pmove = step(
       params, opt_state, walkers, sub, run.ids, width
     )
+    run.watchdog.track(f'pretraining step {i + 1}', fit)
     if progress.due(i + 1):  # the only host synchronisation
       progress.update(i + 1, f'orbital MSE {float(fit[0]):.3e} | pmove {float(pmove[0]):.2f}')
   return state._replace(params=params, walkers=walkers, width=width, key=key)
@@ -401,6 +408,7 @@ def burn_in(run: Run, state: TrainState, iterations: int) -> TrainState:
     _check_stop(run, 'burn-in')
     key, sub = jax.random.split(key)
     walkers, pmove, width = run.sample(state.params, walkers, sub, run.ids, width, True)
+    run.watchdog.track(f'burn-in step {i + 1}', pmove)
     if progress.due(i + 1):
       progress.update(i + 1, f'pmove {float(pmove[0]):.2f} | width {float(width[0]):.3f} bohr')
   return state._replace(walkers=walkers, width=width, key=key)
@@ -555,6 +563,7 @@ def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[Train
   try:
     while state.step < total and not stop:
       state, stats = iteration(run, state)
+      run.watchdog.track(f'{label} step {state.step}', stats['energy'])
       recorder.add(state.step - 1, stats)
       save_due = not run.inference and time.monotonic() - last_save > 60 * cfg.log.save_frequency
       signalled = run.stop.requested is not None
@@ -597,7 +606,7 @@ def run(cfg: ml_collections.ConfigDict) -> Result:
   """
   r = setup(cfg)
   csv_path = r.save_path / ('inference_stats.csv' if r.inference else 'train_stats.csv')
-  with r.stop:
+  with r.stop, r.watchdog:
     state = start(r)
     state, energies = optimize(r, state, csv_path)
     if not r.inference:
