@@ -1,5 +1,6 @@
 """The stall watchdog: a stuck step ends the run with one line and status 3."""
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -116,3 +117,29 @@ def test_stalled_training_run_exits_with_the_message(tmp_path):
   assert last.startswith('ferminet: stalled: train step 3 has not finished'), last
   assert str(tmp_path) in last
   assert time.monotonic() - start < 240
+
+
+def _two_cpus():
+  """Runs the child on at most two CPUs: XLA sizes its thread pool from the affinity."""
+  if hasattr(os, 'sched_setaffinity'):
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])
+
+
+def test_default_n2_kfac_iterations_finish_on_two_threads(tmp_path):
+  """The jaxlib 0.10 deadlock case: default network, KFAC and forward Laplacian, N2.
+
+  Before ferminet.linalg this hung after the first iteration in 7 of 8 tries on
+  jaxlib 0.10.2 with two cores. A stall ends the child with the watchdog's
+  message (status 3) rather than at the timeout.
+  """
+  out = subprocess.run(
+    [sys.executable, str(ROOT / 'bin' / 'ferminet'), '--config', 'configs/diatomic.py',
+     '--config.system.molecule_name', 'N2', '--config.batch_size', '64',
+     '--config.pretrain.iterations', '2', '--config.mcmc.burn_in', '2',
+     '--config.optim.iterations', '3',
+     '--config.debug.stall_minutes', '1', '--config.log.save_path', str(tmp_path)],
+    cwd=ROOT, capture_output=True, text=True, timeout=480, preexec_fn=_two_cpus,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr[-2000:]
+  steps = [line.split(',')[0] for line in (tmp_path / 'train_stats.csv').read_text().splitlines()]
+  assert steps[1:] == ['0', '1', '2']
