@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import pathlib
 import resource
 import subprocess
@@ -176,18 +177,28 @@ def main():
   parser.add_argument('--cases', default=DEFAULT_CASES, help=f'from {", ".join(CASES)}')
   parser.add_argument('--name', default='', help='results/<name>.json (default: device and date)')
   parser.add_argument('--out', default=str(pathlib.Path(__file__).parent / 'results'))
+  parser.add_argument(
+    '--xla-defaults',
+    action='store_true',
+    help='keep XLA defaults: do not add config.CPU_XLA_FLAGS as the ferminet command does',
+  )
   parser.add_argument('--case', help=argparse.SUPPRESS)  # internal: one case in this process
   args = parser.parse_args()
   if args.case:
     print(json.dumps(run_case(args.case, args.quick)))
     return
 
+  from ferminet import config
+
+  env = dict(os.environ)  # the cases run as the ferminet command runs training
+  if not args.xla_defaults:
+    config.apply_cpu_xla_flags(env)
   results = []
   for name in args.cases.split(','):
     if name not in CASES:
       parser.error(f'unknown case {name!r}; choose from {", ".join(CASES)}')
     cmd = [sys.executable, __file__, '--case', name] + (['--quick'] if args.quick else [])
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
       sys.exit(f'case {name} failed:\n{out.stderr[-3000:]}')
     results.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -209,10 +220,12 @@ def main():
       f'{r["local_energy_speedup"]:>8.2f}{f"{folx:.1f}" if folx else "-":>11}'
       f'{r["peak_memory_mb"]:>9.0f}'
     )
-  write_results(results, args.name, args.quick, pathlib.Path(args.out))
+  write_results(results, args.name, args.quick, pathlib.Path(args.out), env.get('XLA_FLAGS', ''))
 
 
-def write_results(results: list[dict], name: str, quick: bool, out: pathlib.Path) -> pathlib.Path:
+def write_results(
+  results: list[dict], name: str, quick: bool, out: pathlib.Path, xla_flags: str = ''
+) -> pathlib.Path:
   """Writes out/<name>.json with the environment and the per-case figures."""
   import jax
 
@@ -227,6 +240,7 @@ def write_results(results: list[dict], name: str, quick: bool, out: pathlib.Path
     'platform': device.platform,
     'device': device.device_kind,
     'device_count': jax.device_count(),
+    'xla_flags': xla_flags,
     'results': results,
   }
   path = out / f'{name}.json'

@@ -162,9 +162,22 @@ def _main(argv: Sequence[str]) -> None:
     _fail('no config given: use --config configs/atom.py --config.system.atom Li')
   try:
     cfg = config_lib.resolve(cfg)
+    added = config_lib.apply_cpu_xla_flags() if cfg.debug.cpu_xla_flags else []
     if _DRY_RUN.value:
       print('\n'.join(summary(cfg)))
+      print(f'xla_flags: {os.environ.get("XLA_FLAGS", "")!r}', end='')
+      print(
+        f' (added by ferminet: {" ".join(added)}; off: --config.debug.cpu_xla_flags=False)'
+        if added
+        else ''
+      )
       return
+    if added:
+      print(
+        f'XLA_FLAGS: added {" ".join(added)} (faster on CPU; '
+        '--config.debug.cpu_xla_flags=False keeps XLA defaults)',
+        flush=True,
+      )
     from ferminet import train
 
     train.run(cfg)

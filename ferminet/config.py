@@ -28,6 +28,10 @@ OPTIMIZERS = ('kfac', 'adam', 'none')
 LAPLACIANS = ('forward', 'folx', 'hessian')
 ENVELOPES = ('isotropic', 'diagonal', 'full')
 HF_METHODS = ('auto', 'rhf', 'uhf', 'rohf')
+# XLA CPU options the ``ferminet`` command adds to XLA_FLAGS (debug.cpu_xla_flags) unless
+# XLA_FLAGS already names them. YNNPACK fusions off: jaxlib 0.10's CPU default fuses dots
+# through YNNPACK, which made the forward Laplacian ~1.5x slower (see README, Speed).
+CPU_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=',)
 
 
 def default() -> ml_collections.ConfigDict:
@@ -148,6 +152,9 @@ def default() -> ml_collections.ConfigDict:
         # the run counts as stuck: it prints the stage and exits with status 3. Raised to
         # 10x the slowest step seen so far; compilation does not count; 0: off.
         'stall_minutes': 15.0,
+        # The ferminet command adds config.CPU_XLA_FLAGS to XLA_FLAGS before JAX starts
+        # (only flags XLA_FLAGS does not set already; they affect CPU compilation only).
+        'cpu_xla_flags': True,
       },
     }
   )
@@ -343,3 +350,17 @@ def system_of(cfg: ml_collections.ConfigDict) -> system_lib.System:
   if not cfg.system.molecule or not cfg.system.electrons:
     raise errors.ConfigError('config is not resolved: call config.resolve(cfg) first')
   return system_lib.System(tuple(cfg.system.molecule), tuple(cfg.system.electrons))
+
+
+def apply_cpu_xla_flags(environ: dict[str, str] | None = None) -> list[str]:
+  """Appends each of CPU_XLA_FLAGS that XLA_FLAGS does not name yet; returns those added.
+
+  Must run before JAX starts a backend (XLA reads XLA_FLAGS once).
+  """
+  environ = os.environ if environ is None else environ
+  current = environ.get('XLA_FLAGS', '')
+  named = {part.split('=')[0] for part in current.split()}
+  added = [flag for flag in CPU_XLA_FLAGS if flag.split('=')[0] not in named]
+  if added:
+    environ['XLA_FLAGS'] = ' '.join([current, *added]).strip()
+  return added

@@ -110,6 +110,8 @@ def test_cli_dry_run_li():
   assert lines['hf_method'] == 'UHF'
   assert -7.44 < float(lines['hf_energy_Ha']) < -7.42  # UHF/cc-pVDZ; HF limit -7.4327
   assert int(lines['parameters']) > 0 and int(lines['walkers_per_device']) > 0
+  for flag in config_lib.CPU_XLA_FLAGS:  # what the command adds is said
+    assert flag in lines['xla_flags']
 
 
 def test_cli_dry_run_diatomic_units():
@@ -164,3 +166,17 @@ def test_cli_dry_run_every_shipped_config(path):
   assert out.returncode == 0, out.stderr
   lines = dict(line.split(': ', 1) for line in out.stdout.splitlines())
   assert float(lines['hf_energy_Ha']) < 0 and lines['hf_converged'] == 'True'
+
+
+def test_cpu_xla_flags_never_override_the_users():
+  env = {}
+  assert config_lib.apply_cpu_xla_flags(env) == list(config_lib.CPU_XLA_FLAGS)
+  assert env['XLA_FLAGS'].split() == list(config_lib.CPU_XLA_FLAGS)
+  assert config_lib.apply_cpu_xla_flags(env) == []  # idempotent
+  name = config_lib.CPU_XLA_FLAGS[0].split('=')[0]
+  env = {'XLA_FLAGS': f'--xla_force_host_platform_device_count=2 {name}=dot'}
+  assert config_lib.apply_cpu_xla_flags(env) == []
+  assert env['XLA_FLAGS'] == f'--xla_force_host_platform_device_count=2 {name}=dot'
+  env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  config_lib.apply_cpu_xla_flags(env)
+  assert env['XLA_FLAGS'].split()[0] == '--xla_force_host_platform_device_count=2'
