@@ -1,7 +1,33 @@
 """Compatibility between kfac-jax 0.0.8 and newer JAX.
 
-Why this exists
----------------
+kfac-jax 0.0.8 (its newest release) needs two fixes on newer JAX; each is applied
+only where the installed JAX and kfac-jax need it, and is otherwise a no-op.
+
+1. ``jax.core`` names (jax >= 0.11): :func:`install_jax_core_aliases`
+----------------------------------------------------------------------
+kfac-jax reads seven names from ``jax.core`` that jax 0.10 deprecated (with a
+``DeprecationWarning`` pointing to ``jax.extend.core``) and jax 0.11 removed:
+``DebugInfo``, ``DropVar``, ``Effects``, ``gensym``, ``new_jaxpr_eqn``,
+``no_effects`` and ``unsafe_get_axis_names_DO_NOT_USE`` (see
+:data:`JAX_CORE_NAMES`). Two are read while kfac-jax is imported
+(``DebugInfo`` at module level in ``tag_graph_matcher``, ``Effects`` in an
+annotation of ``LossTag``), so on jax 0.11 and 0.12 ``import kfac_jax`` fails
+with ``AttributeError: jax.core.Effects was deprecated in JAX v0.10.0 and removed
+in JAX v0.11.0. Use jax.extend.core.Effects.``; the others are read when KFAC
+traces (layer registration, the loss tags' abstract evaluation, ``pmap``
+detection). :func:`install_jax_core_aliases` sets each name that ``jax.core``
+lacks to the same object from ``jax.extend.core``, its public home since jax
+0.4.x, and touches nothing on a jax that still has them (up to 0.10.x, where
+they are the same objects, deprecated). kfac-jax reads all seven through the
+``jax.core`` module attribute, so setting them there covers every use. It must
+run before ``import kfac_jax``, so importing this module runs it, and the
+modules that import kfac_jax (``networks``, ``loss``, ``optimizers``) import
+this module first (``ferminet/__init__.py`` stays free of jax, for the CLI's
+start-up time). Delete it once a kfac-jax release reads these names from
+``jax.extend.core`` (kfac-jax 0.0.8 does not).
+
+2. Dict bind params (jax >= 0.9.2): :func:`patch_kfac_jax`
+----------------------------------------------------------
 Up to jax 0.9.1, ``Primitive.get_bind_params(params)`` returns a pair
 ``(subfuns, bind_params)``. From jax 0.9.2 on it returns a plain ``dict`` of
 keyword arguments for ``bind`` (call-like primitives carry their sub-functions
@@ -9,14 +35,12 @@ inside it, under ``'subfuns'``). kfac-jax's tag graph matcher evaluates jaxpr
 equations with ``kfac_jax._src.tag_graph_matcher.eval_jaxpr_eqn``, which
 unpacks that result unconditionally, so every KFAC optimizer fails while
 registering layers ("too many values to unpack" or "not enough values").
-kfac-jax 0.0.8 (its newest release) has this bug. Upstream fixed it on
+kfac-jax 0.0.8 has this bug. Upstream fixed it on
 kfac-jax's main branch (commit 086619d, ``eval_jaxpr_eqn`` branches on
 ``jax_version >= (0, 9, 2)``) without a release so far; we found no kfac-jax
 issue that tracks it. folx had the same bug in its own interpreter and fixed it
 in microsoft/folx PR #42 ("Handle the new JAX bind-params API", in folx 0.2.30).
 
-What this does
---------------
 :func:`patch_kfac_jax` replaces the module attribute
 ``tag_graph_matcher.eval_jaxpr_eqn`` with a wrapper that accepts both forms.
 kfac-jax looks the function up through that attribute at call time (the
@@ -26,22 +50,79 @@ wrapper calls the original function unchanged; only the dict case is handled
 here. Nothing is patched unless both probes say it is needed: the installed
 JAX returns dicts, and the installed kfac-jax's function fails on an equation
 it should evaluate. The patch is idempotent; no other kfac-jax internal is
-touched. Remove this module once a kfac-jax release handles dicts.
+touched. Remove it once a kfac-jax release handles dicts.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+import types
+import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import jax.extend as jex
 import jax.numpy as jnp
 
+# The names kfac-jax 0.0.8 reads from ``jax.core`` that jax 0.11 removed (all in
+# ``jax.extend.core``); the other ``jax.core`` names it reads (``AbstractValue``,
+# ``Atom``) are still there in jax 0.12.
+JAX_CORE_NAMES = (
+  'DebugInfo',
+  'DropVar',
+  'Effects',
+  'gensym',
+  'new_jaxpr_eqn',
+  'no_effects',
+  'unsafe_get_axis_names_DO_NOT_USE',
+)
+
+# The names install_jax_core_aliases has set on jax.core (none on jax <= 0.10).
+jax_core_aliases: tuple[str, ...] = ()
+
 _MARK = '_ferminet_dict_bind_params'
 _applied: bool | None = None  # None: not decided yet; then whether the patch is active
+
+
+def _has(module: types.ModuleType, name: str) -> bool:
+  """``hasattr`` without the ``DeprecationWarning`` jax 0.10 gives for deprecated names."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', DeprecationWarning)
+    return hasattr(module, name)
+
+
+def alias_missing(
+  target: types.ModuleType, source: types.ModuleType, names: Iterable[str]
+) -> tuple[str, ...]:
+  """Sets ``target.<name> = source.<name>`` for each name ``target`` lacks; returns those names.
+
+  A name ``target`` has (deprecated or not) is left alone; so is one ``source`` lacks too
+  (kfac-jax then fails as it would without this module).
+  """
+  added = tuple(n for n in names if not _has(target, n) and hasattr(source, n))
+  for name in added:
+    setattr(target, name, getattr(source, name))
+  return added
+
+
+def install_jax_core_aliases() -> tuple[str, ...]:
+  """Gives ``jax.core`` the :data:`JAX_CORE_NAMES` it lacks, from ``jax.extend.core``.
+
+  Returns the names added by this call (empty on jax <= 0.10 and when called again);
+  idempotent. Must run before ``import kfac_jax``; importing this module runs it.
+  """
+  global jax_core_aliases
+  added = alias_missing(jax.core, jex.core, JAX_CORE_NAMES)
+  jax_core_aliases += added
+  if added:
+    logging.getLogger(__name__).debug(
+      'ferminet._compat: jax %s: jax.core.%s set from jax.extend.core',
+      jax.__version__,
+      ', '.join(added),
+    )
+  return added
 
 
 def bind_params_is_dict(primitive: Any, params: dict[str, Any]) -> bool:
@@ -124,3 +205,7 @@ def _kfac_version() -> str:
   import kfac_jax
 
   return getattr(kfac_jax, '__version__', '?')
+
+
+# Before the importer's ``import kfac_jax`` (see the module docstring); a no-op on jax <= 0.10.
+install_jax_core_aliases()

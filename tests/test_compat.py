@@ -1,7 +1,14 @@
-"""ferminet._compat: kfac-jax's jaxpr equation evaluator on every supported jax."""
+"""ferminet._compat: jax.core names and kfac-jax's equation evaluator on every supported jax."""
 
+import pathlib
+import subprocess
+import sys
 import types
+import warnings
 
+from ferminet import _compat  # first: gives jax.core the names kfac_jax reads
+
+# isort: split
 import jax
 import jax.numpy as jnp
 import kfac_jax
@@ -9,10 +16,90 @@ import numpy as np
 import pytest
 from kfac_jax._src import tag_graph_matcher as tgm
 
-from ferminet import _compat
 from ferminet import optimizers as _optimizers  # noqa: F401  (applies the patch on import)
 
 pytestmark = pytest.mark.compat
+
+
+def _run(code):
+  """Runs ``code`` in a fresh interpreter (nothing imported yet); returns its stdout."""
+  return subprocess.run(
+    [sys.executable, '-W', 'error::DeprecationWarning:ferminet', '-c', code],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=True,
+  ).stdout.strip()
+
+
+def test_jax_core_aliases_are_exactly_the_missing_names():
+  """Before ferminet: the names this jax lacks; after: exactly those, from jax.extend.core.
+
+  Through ``import ferminet.networks``, as ferminet imports kfac-jax (jax >= 0.11 fails
+  ``import kfac_jax`` without the aliases).
+  """
+  names = repr(_compat.JAX_CORE_NAMES)
+  lacking = _run(
+    'import warnings, jax\n'
+    'warnings.simplefilter("ignore", DeprecationWarning)\n'
+    f'print([n for n in {names} if not hasattr(jax.core, n)])'
+  )
+  added = _run(
+    'import jax, jax.extend.core as c\n'
+    'before = set(vars(jax.core))\n'
+    'import ferminet.networks, kfac_jax\n'
+    'new = set(vars(jax.core)) - before\n'
+    f'print([n for n in {names} if n in new and getattr(jax.core, n) is getattr(c, n)])'
+  )
+  assert added == lacking == repr(list(_compat.jax_core_aliases))
+  if jax.__version_info__ >= (0, 11):  # removed in jax 0.11
+    assert _compat.jax_core_aliases == _compat.JAX_CORE_NAMES
+  else:
+    assert _compat.jax_core_aliases == ()
+
+
+def test_jax_core_names_are_those_kfac_jax_reads():
+  """Each name is read by kfac-jax through jax.core (else the alias is needless)."""
+  import kfac_jax._src.layers_and_loss_tags as tags
+  import kfac_jax._src.utils.parallel as kfac_parallel
+
+  sources = ''.join(pathlib.Path(m.__file__).read_text() for m in (tags, tgm, kfac_parallel))
+  for name in _compat.JAX_CORE_NAMES:
+    assert f'core.{name}' in sources, name
+
+
+def test_alias_missing_adds_exactly_the_missing_names():
+  target = types.ModuleType('target')
+  target.present = 'own'
+  source = types.SimpleNamespace(present='other', missing='from source')
+  added = _compat.alias_missing(target, source, ('present', 'missing', 'nowhere'))
+  assert added == ('missing',)
+  assert target.present == 'own' and target.missing == 'from source'
+  assert not hasattr(target, 'nowhere')  # in neither: left missing
+  assert _compat.alias_missing(target, source, ('present', 'missing')) == ()  # idempotent
+
+
+def test_alias_missing_keeps_deprecated_names_without_warning():
+  """A name that only warns (jax 0.10's deprecations) counts as present; no warning escapes."""
+  target = types.ModuleType('target')
+
+  def __getattr__(name):
+    if name == 'old':
+      warnings.warn('old is deprecated', DeprecationWarning, stacklevel=2)
+      return 'deprecated'
+    raise AttributeError(name)
+
+  target.__getattr__ = __getattr__
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    assert _compat.alias_missing(target, types.SimpleNamespace(old='new'), ('old',)) == ()
+  assert 'old' not in vars(target)
+
+
+def test_install_jax_core_aliases_is_idempotent():
+  before = (dict(vars(jax.core)), _compat.jax_core_aliases)
+  assert _compat.install_jax_core_aliases() == ()  # importing _compat ran it already
+  assert (dict(vars(jax.core)), _compat.jax_core_aliases) == before
 
 
 class _FakePrimitive:
