@@ -101,7 +101,7 @@ def alias_missing(
   A name ``target`` has (deprecated or not) is left alone; so is one ``source`` lacks too
   (kfac-jax then fails as it would without this module).
   """
-  added = tuple(n for n in names if not _has(target, n) and hasattr(source, n))
+  added = tuple(n for n in names if not _has(target, n) and _has(source, n))
   for name in added:
     setattr(target, name, getattr(source, name))
   return added
