@@ -16,6 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from ferminet import _compat  # noqa: F401  (first: gives jax.core the names kfac_jax reads)
+
+# isort: split
 import jax
 import jax.numpy as jnp
 import kfac_jax

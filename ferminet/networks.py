@@ -28,6 +28,9 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ferminet import _compat  # noqa: F401  (first: gives jax.core the names kfac_jax reads)
+
+# isort: split
 import jax
 import jax.numpy as jnp
 import kfac_jax

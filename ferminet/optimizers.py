@@ -13,15 +13,18 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from ferminet import _compat  # first: gives jax.core the names kfac_jax reads
+
+# isort: split
 import jax
 import jax.numpy as jnp
 import kfac_jax
 import ml_collections
 import optax
 
-from ferminet import _compat, parallel
+from ferminet import parallel
 
-# kfac-jax 0.0.8 needs a fix to trace on jax >= 0.9.2; a no-op where not needed.
+# kfac-jax 0.0.8 needs fixes to trace on jax >= 0.9.2 and >= 0.11; no-ops where not needed.
 _compat.patch_kfac_jax()
 
 LossFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]]
