@@ -2,10 +2,13 @@
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+
+import pytest
 
 from ferminet import watchdog
 
@@ -105,6 +108,8 @@ def test_stalled_training_run_exits_with_the_message(tmp_path):
     train.iteration = iteration
     cfg = tiny_config({str(tmp_path)!r}, optimizer='adam', iterations=50)
     cfg.debug.stall_minutes = 3 / 60
+    cfg.pretrain.iterations = 0
+    cfg.mcmc.burn_in = 1
     train.train(cfg)
     """
   )
@@ -119,12 +124,15 @@ def test_stalled_training_run_exits_with_the_message(tmp_path):
   assert time.monotonic() - start < 240
 
 
-def _two_cpus():
-  """Runs the child on at most two CPUs: XLA sizes its thread pool from the affinity."""
-  if hasattr(os, 'sched_setaffinity'):
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])
+def _on_two_cpus(command):
+  """The command on at most two CPUs: XLA sizes its thread pool from the affinity."""
+  cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else []
+  if len(cpus) > 2 and shutil.which('taskset'):
+    return ['taskset', '-c', f'{cpus[0]},{cpus[1]}', *command]
+  return command
 
 
+@pytest.mark.compat  # most telling on jaxlib 0.10.x (Python 3.11's newest), run there in CI
 def test_default_n2_kfac_iterations_finish_on_two_threads(tmp_path):
   """The jaxlib 0.10 deadlock case: default network, KFAC and forward Laplacian, N2.
 
@@ -133,12 +141,12 @@ def test_default_n2_kfac_iterations_finish_on_two_threads(tmp_path):
   message (status 3) rather than at the timeout.
   """
   out = subprocess.run(
-    [sys.executable, str(ROOT / 'bin' / 'ferminet'), '--config', 'configs/diatomic.py',
+    _on_two_cpus([sys.executable, str(ROOT / 'bin' / 'ferminet'), '--config', 'configs/diatomic.py',
      '--config.system.molecule_name', 'N2', '--config.batch_size', '64',
      '--config.pretrain.iterations', '2', '--config.mcmc.burn_in', '2',
      '--config.optim.iterations', '3',
-     '--config.debug.stall_minutes', '1', '--config.log.save_path', str(tmp_path)],
-    cwd=ROOT, capture_output=True, text=True, timeout=480, preexec_fn=_two_cpus,
+     '--config.debug.stall_minutes', '1', '--config.log.save_path', str(tmp_path)]),
+    cwd=ROOT, capture_output=True, text=True, timeout=480,
   )  # fmt: skip
   assert out.returncode == 0, out.stderr[-2000:]
   steps = [line.split(',')[0] for line in (tmp_path / 'train_stats.csv').read_text().splitlines()]
