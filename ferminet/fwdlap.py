@@ -38,8 +38,7 @@ import numpy as np
 
 from ferminet import linalg, networks
 from ferminet import system as system_lib
-
-LaplacianFn = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
+from ferminet.hamiltonian import LaplacianFn
 
 
 def _tanh(z: jax.Array, axis: int, multiplicity: float) -> jax.Array:

@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ferminet import system as system_lib
+from ferminet.config import LAPLACIANS
 
 LogAbsFn = Callable[[Any, jax.Array], jax.Array]  # (params, x (3N,)) -> log|ψ|
 # (params, x (3N,)) -> (∇² log|ψ|, ∇ log|ψ| (3N,)), as fwdlap.make returns
 LaplacianFn = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
-LAPLACIANS = ('forward', 'folx', 'hessian')
 
 
 def potential_energy(x: jax.Array, nuclei: jax.Array, charges: jax.Array) -> dict[str, jax.Array]:
@@ -99,17 +99,6 @@ def make_kinetic_energy(
 
   def kinetic(params: Any, x: jax.Array) -> jax.Array:
     lap, grad = lap_and_grad(params, x)
-    return -0.5 * (lap + jnp.sum(grad**2))
-
-  return kinetic
-
-  def lap_fn(f, x):
-    if laplacian == 'hessian':
-      return laplacian_hessian(f, x)
-    return laplacian_forward(f, x, sparsity_threshold)
-
-  def kinetic(params: Any, x: jax.Array) -> jax.Array:
-    lap, grad = lap_fn(lambda y: log_abs(params, y), x)
     return -0.5 * (lap + jnp.sum(grad**2))
 
   return kinetic

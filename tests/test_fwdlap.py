@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import config, fwdlap, hamiltonian, molecules, networks
+from ferminet import fwdlap, hamiltonian, molecules, networks
 from ferminet import system as system_lib
 
 
@@ -55,7 +55,3 @@ def test_small_spin_channels(symbol, charge):
   (lap_h, grad_h), (lap_s, grad_s) = _both(system, tiny_network_cfg(full_det=False))
   np.testing.assert_allclose(lap_s, lap_h, rtol=1e-10)
   np.testing.assert_allclose(grad_s, grad_h, rtol=1e-10, atol=1e-12)
-
-
-def test_laplacian_names_agree_with_config():
-  assert hamiltonian.LAPLACIANS == config.LAPLACIANS
