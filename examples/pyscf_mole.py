@@ -4,7 +4,9 @@
     python examples/pyscf_mole.py --train    # a short training run
 
 ferminet reads the geometry (converted to bohr), the charge and the spin from
-the Mole; the Hartree-Fock pretraining uses ``cfg.pretrain.basis``.
+the Mole; the Hartree-Fock pretraining uses the Mole's basis (here cc-pVDZ).
+A Mole with an effective core potential (``ecp=``) is refused: pseudopotentials
+are not supported yet.
 """
 
 import sys
@@ -15,7 +17,9 @@ from ferminet import cli, config, train
 
 
 def main():
-  mol = gto.M(atom='Li 0 0 0; H 0 0 1.5949', unit='angstrom', charge=0, spin=0, verbose=0)
+  mol = gto.M(
+    atom='Li 0 0 0; H 0 0 1.5949', unit='angstrom', charge=0, spin=0, basis='ccpvdz', verbose=0
+  )
   cfg = config.default()
   cfg.system.pyscf_mol = mol
   cfg.batch_size = 256

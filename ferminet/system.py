@@ -273,7 +273,22 @@ def read_xyz(
 
 
 def from_pyscf(mol) -> System:
-  """A :class:`System` from a built PySCF ``gto.Mole`` (geometry, charge and spin)."""
+  """A :class:`System` from a built PySCF ``gto.Mole`` (geometry, charge and spin).
+
+  Raises:
+    errors.ConfigError: the molecule has an effective core potential. Its
+      ``mol.nelec`` counts valence electrons only, while the nuclei here carry
+      their full charges, so it would silently become a highly charged ion.
+  """
+  if mol.has_ecp():
+    cores = {mol.atom_pure_symbol(i): mol.atom_nelec_core(i) for i in range(mol.natm)}
+    which = ', '.join(f'{k} ({v} core electrons)' for k, v in cores.items())
+    raise errors.ConfigError(
+      f'system.pyscf_mol has an effective core potential (ecp={mol.ecp!r}: {which}); '
+      'pseudopotentials are not supported yet, so it would be trained as an all-electron '
+      f'ion of charge {int(sum(mol.atom_nelec_core(i) for i in range(mol.natm)) + mol.charge):+d}'
+      '. Build the Mole without ecp= (and with an all-electron basis)'
+    )
   coords = np.asarray(mol.atom_coords(unit='Bohr'))
   atoms = [Atom(mol.atom_pure_symbol(i), tuple(coords[i]), units='bohr') for i in range(mol.natm)]
   return make_system(atoms, electrons=mol.nelec)
