@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 import pathlib
+import warnings
 from collections.abc import Iterator
 
 import ml_collections
@@ -44,7 +45,7 @@ def default() -> ml_collections.ConfigDict:
         # Label for the reference table and ferminet-analyze (e.g. 'Li', 'N2'); set by
         # resolve(): the molecule name, with R=/angle= appended off the default geometry.
         'name': '',
-        # One of these defines the nuclei (checked in this order):
+        # Exactly one of these defines the nuclei (two are an error):
         'atom': '',  # element symbol: a single atom at the origin
         'molecule_name': '',  # a named structure, see ferminet.molecules
         'xyz': '',  # path of an xyz file
@@ -112,6 +113,8 @@ def default() -> ml_collections.ConfigDict:
           'damping': 0.001,
           'cov_ema_decay': 0.95,
           'momentum': 0.0,
+          # Accepted for reference configs, but only this value: kfac-jax reads it only
+          # with adaptive damping, which is not used (here or in the reference).
           'min_damping': 1.0e-4,
           'norm_constraint': 0.001,
           'l2_reg': 0.0,
@@ -122,6 +125,8 @@ def default() -> ml_collections.ConfigDict:
       'pretrain': {
         'method': 'hf',
         'iterations': 1000,
+        # PySCF basis name. With system.pyscf_mol, the molecule's own basis (when it is
+        # one name) replaces it, as in the reference.
         'basis': 'ccpvdz',
         'hf_method': 'auto',  # auto (RHF closed / UHF open shell) | rhf | uhf | rohf
         'scf_fraction': 1.0,  # fraction of walker moves that sample HF, not the network
@@ -196,6 +201,23 @@ def build_system(cfg: ml_collections.ConfigDict) -> system_lib.System:
   """The physical system the ``cfg.system`` fields describe."""
   s = cfg.system
   electrons = tuple(s.electrons) if s.electrons else None
+  given = [
+    f'system.{key} ({value!r})'
+    for key, value in (
+      ('atom', s.atom),
+      ('molecule_name', s.molecule_name),
+      ('xyz', s.xyz),
+      ('pyscf_mol', 'a pyscf Mole' if s.pyscf_mol is not None else ''),
+      ('molecule', f'{len(s.molecule)} atoms' if s.molecule else ''),
+    )
+    if value
+  ]
+  if len(given) > 1:
+    raise errors.ConfigError(
+      f'the system is given twice: {" and ".join(given)}; set only one (a config file '
+      'may set one already, e.g. configs/atom.py sets system.atom: clear it with '
+      "--config.system.atom '' or use the config file made for the other)"
+    )
   if s.atom:
     atoms = [system_lib.Atom(s.atom, (0.0, 0.0, 0.0))]
   elif s.molecule_name:
@@ -272,6 +294,7 @@ def check(cfg: ml_collections.ConfigDict) -> None:
       'distributed.coordinator_address needs host:port, distributed.num_processes >= 1 and '
       '0 <= distributed.process_id < num_processes'
     )
+  _check_kfac(cfg.optim.kfac)
   if cfg.mcmc.steps <= 0:
     raise errors.ConfigError('mcmc.steps must be >= 1')
   if cfg.network.determinants <= 0:
@@ -281,6 +304,35 @@ def check(cfg: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(
       'network.ferminet.hidden_dims must be a non-empty tuple of (one, two) '
       'positive widths, e.g. "((256, 32), (256, 32))"'
+    )
+
+
+def _check_kfac(k: ml_collections.ConfigDict) -> None:
+  """KFAC settings kfac-jax would reject with a traceback, or silently ignore."""
+  for key in ('invert_every', 'cov_update_every'):
+    if k[key] < 1:
+      raise errors.ConfigError(f'optim.kfac.{key} must be >= 1 (iterations), got {k[key]}')
+  if k.cov_update_every > k.invert_every:
+    raise errors.ConfigError(
+      f'optim.kfac.cov_update_every ({k.cov_update_every}) must not exceed '
+      f'optim.kfac.invert_every ({k.invert_every}): the curvature is inverted at most as '
+      'often as it is updated'
+    )
+  if not k.damping > 0:
+    raise errors.ConfigError(f'optim.kfac.damping must be > 0, got {k.damping}')
+  if not 0 < k.cov_ema_decay <= 1:
+    raise errors.ConfigError(f'optim.kfac.cov_ema_decay must be in (0, 1], got {k.cov_ema_decay}')
+  if not k.norm_constraint > 0:
+    raise errors.ConfigError(f'optim.kfac.norm_constraint must be > 0, got {k.norm_constraint}')
+  for key in ('momentum', 'l2_reg'):
+    if k[key] < 0:
+      raise errors.ConfigError(f'optim.kfac.{key} must be >= 0, got {k[key]}')
+  default_min = default().optim.kfac.min_damping
+  if k.min_damping != default_min:
+    raise errors.ConfigError(
+      f'optim.kfac.min_damping {k.min_damping} would have no effect: kfac-jax applies it only '
+      'with adaptive damping, which ferminet (like the reference) does not use; the damping '
+      f'is optim.kfac.damping throughout. Leave min_damping at {default_min}'
     )
 
 
@@ -326,7 +378,16 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """
   check(cfg)
   system = build_system(cfg)
+  mol = cfg.system.pyscf_mol
   with cfg.unlocked():
+    if mol is not None and isinstance(mol.basis, str) and mol.basis.strip():
+      cfg.pretrain.basis = mol.basis  # the molecule's own basis, as the reference does
+    elif mol is not None:
+      warnings.warn(
+        f'system.pyscf_mol has a per-element basis ({mol.basis!r}); Hartree-Fock '
+        f'pretraining uses pretrain.basis {cfg.pretrain.basis!r} for every atom instead',
+        stacklevel=2,
+      )
     if not cfg.system.name and cfg.system.molecule_name:
       s = cfg.system
       cfg.system.name = molecules.label(s.molecule_name, s.bond_length, s.angle, s.units or 'bohr')

@@ -115,6 +115,18 @@ CASES = {
   ),
   'unknown optimizer': (ATOM + ['--config.optim.optimizer', 'sgd'], ['kfac, adam, none']),
   'unknown laplacian': (ATOM + ['--config.optim.laplacian', 'fd'], ['forward, folx, hessian']),
+  'two system sources': (
+    ATOM + ['--config.system.molecule_name', 'N2'],
+    ["system.atom ('Li') and system.molecule_name ('N2')", 'set only one'],
+  ),
+  'KFAC periods': (
+    ATOM + ['--config.optim.kfac.cov_update_every', '5'],
+    ['cov_update_every (5) must not exceed', 'invert_every (1)'],
+  ),
+  'min_damping without effect': (
+    ATOM + ['--config.optim.kfac.min_damping', '1e-3'],
+    ['min_damping', 'no effect', 'adaptive damping'],
+  ),
   'save_path not writable': (
     ATOM + ['--config.log.save_path', '{d}/a_file/run'],
     ['save_path', 'not a writable folder'],

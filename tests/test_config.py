@@ -180,3 +180,39 @@ def test_cpu_xla_flags_never_override_the_users():
   env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   config_lib.apply_cpu_xla_flags(env)
   assert env['XLA_FLAGS'].split()[0] == '--xla_force_host_platform_device_count=2'
+
+
+def test_two_system_sources_are_an_error():
+  """configs/atom.py sets system.atom; adding a molecule_name used to train Li labelled N2."""
+  cfg = _load(ROOT / 'configs' / 'atom.py')
+  cfg.system.molecule_name = 'N2'
+  with pytest.raises(errors.ConfigError, match=r"system.atom \('Li'\) and system.molecule_name"):
+    config_lib.resolve(cfg)
+  cfg.system.atom = ''  # one source: fine, and labelled by it
+  assert config_lib.resolve(cfg).system.name == 'N2'
+
+
+def test_pyscf_mole_with_ecp_is_refused():
+  """Its nelec counts valence electrons only: HCl would become (4, 4) electrons, charge +10."""
+  from pyscf import gto
+
+  cfg = config_lib.default()
+  cfg.system.pyscf_mol = gto.M(
+    atom='Cl 0 0 0; H 0 0 1.27', unit='angstrom', basis='ccecp-cc-pvdz', ecp='ccecp', verbose=0
+  )
+  with pytest.raises(errors.ConfigError, match=r'effective core potential.*Cl \(10 core.*\+10'):
+    config_lib.resolve(cfg)
+
+
+def test_pyscf_mole_keeps_its_basis():
+  from pyscf import gto
+
+  cfg = config_lib.default()
+  cfg.system.pyscf_mol = gto.M(atom='Li 0 0 0; H 0 0 1.6', basis='sto-3g', verbose=0)
+  cfg = config_lib.resolve(cfg)
+  assert cfg.pretrain.basis == 'sto-3g'
+  assert cfg.system.electrons == (2, 2)
+  cfg = config_lib.default()
+  cfg.system.pyscf_mol = gto.M(atom='Li 0 0 0; H 0 0 1.6', basis={'Li': 'sto-3g'}, verbose=0)
+  with pytest.warns(UserWarning, match='per-element basis'):
+    assert config_lib.resolve(cfg).pretrain.basis == 'ccpvdz'
