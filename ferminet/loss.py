@@ -34,8 +34,13 @@ class LossAux(NamedTuple):
 
 
 def clip_local_energies(e_l: jax.Array, mean: jax.Array, scale: float, median: bool = False):
-  """Clips E_L to mean ± scale × mean absolute deviation (over all devices)."""
-  centre = jnp.median(e_l) if median else mean
+  """Clips E_L (this device's walkers, (b,) Ha) to centre ± scale × mean absolute deviation.
+
+  The centre is ``mean`` (the mean over all devices), or with ``median`` the
+  median over all walkers of all devices and processes; the deviation is the
+  mean over all of them too, so the result does not depend on the device layout.
+  """
+  centre = jnp.median(parallel.all_gather(e_l)) if median else mean
   spread = parallel.pmean(jnp.mean(jnp.abs(e_l - centre)))
   return jnp.clip(e_l, centre - scale * spread, centre + scale * spread)
 

@@ -32,6 +32,16 @@ def pmean(x: Any) -> Any:
   return jax.lax.pmean(x, AXIS)
 
 
+def pmin(x: Any) -> Any:
+  """Minimum over all devices of all processes (inside a pmapped function)."""
+  return jax.lax.pmin(x, AXIS)
+
+
+def all_gather(x: jax.Array) -> jax.Array:
+  """``x`` of every device of every process, concatenated along the first axis (inside pmap)."""
+  return jax.lax.all_gather(x, AXIS).reshape(-1, *x.shape[1:])
+
+
 def device_count() -> int:
   """Devices of this process."""
   return jax.local_device_count()
@@ -118,14 +128,15 @@ def all_walkers(walkers: jax.Array) -> np.ndarray:
   return np.asarray(gathered).reshape(-1, local.shape[-1])
 
 
-def any_process(*flags: bool) -> tuple[bool, ...]:
-  """Each flag OR-ed over all processes (a collective with several processes)."""
+def agree(flags: tuple[bool, ...], value: float) -> tuple[tuple[bool, ...], float]:
+  """Each flag OR-ed and ``value`` maxed over all processes (a collective with several)."""
   if process_count() == 1:
-    return tuple(bool(f) for f in flags)
+    return tuple(bool(f) for f in flags), float(value)
   from jax.experimental import multihost_utils
 
-  gathered = multihost_utils.process_allgather(np.asarray(flags, dtype=np.int32))
-  return tuple(bool(x) for x in np.asarray(gathered).reshape(-1, len(flags)).max(axis=0))
+  local = np.asarray([*map(float, flags), value], dtype=np.float32)
+  gathered = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, local.size)
+  return tuple(bool(x) for x in gathered[:, :-1].max(axis=0)), float(gathered[:, -1].max())
 
 
 def same_on_all(value: int) -> int:
