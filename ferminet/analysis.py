@@ -89,6 +89,37 @@ def reblock(values: np.ndarray) -> Reblocked:
   )
 
 
+@dataclasses.dataclass(frozen=True)
+class Drift:
+  """The two halves of a series, reblocked separately (energies in Ha)."""
+
+  first: Reblocked
+  second: Reblocked
+  sigmas: float  # |second - first| in units of their combined standard error
+
+  @property
+  def significant(self) -> bool:
+    """Whether the halves differ by more than DRIFT_SIGMAS combined standard errors."""
+    return self.sigmas > DRIFT_SIGMAS
+
+
+DRIFT_SIGMAS = 2.0  # a stationary series exceeds it in about 5% of cases
+
+
+def drift(values: np.ndarray) -> Drift:
+  """Compares the reblocked means of the first and second half of ``values`` (1-D).
+
+  A still-falling training energy shows as a significant difference, which the
+  error bar of the mean of the whole series does not include. ``sigmas`` is NaN
+  when a half is too short for an error bar.
+  """
+  x = np.asarray(values, dtype=float)
+  first, second = reblock(x[: x.size // 2]), reblock(x[x.size // 2 :])
+  combined = float(np.hypot(first.stderr, second.stderr))
+  sigmas = abs(second.mean - first.mean) / combined if combined > 0 else float('nan')
+  return Drift(first, second, sigmas)
+
+
 def reference_energies() -> dict[str, dict[str, str]]:
   """The shipped reference table, keyed by system name (e.g. 'Li', 'He+', 'N2')."""
   path = importlib.resources.files('ferminet') / 'data' / 'energies.csv'

@@ -9,8 +9,10 @@ number of devices), ``walkers`` (all of them, (batch, 3N) bohr), ``width``,
 File format: a header line ``FERMINET-CHECKPOINT <version> <sha256 of the
 payload>`` followed by the pickled payload, so that a truncated or damaged file
 is recognised on load. Files are ``ckpt_<step>.pkl`` (periodic) and
-``ckpt_<step>_final.pkl`` (end of a run) in the run folder; each is written to a
-temporary file, fsynced and renamed, so a crash leaves the previous file intact.
+``ckpt_<step>_final.pkl`` (end of a run) in the run folder; an inference run
+writes ``inference_ckpt_<step>[_final].pkl`` (prefix INFERENCE), which training
+never reads. Each is written to a temporary file, fsynced and renamed, so a
+crash leaves the previous file intact.
 """
 
 from __future__ import annotations
@@ -26,26 +28,29 @@ import numpy as np
 
 from ferminet import errors, writers
 
-_PATTERN = re.compile(r'ckpt_(\d+)(_final)?\.pkl$')
+TRAIN = 'ckpt'  # file-name prefix of training checkpoints
+INFERENCE = 'inference_ckpt'  # of inference checkpoints (walkers, key and step of inference)
 _MAGIC = b'FERMINET-CHECKPOINT'
 FORMAT_VERSION = 2
 
 
-def path_for(directory: pathlib.Path, step: int, final: bool = False) -> pathlib.Path:
-  return pathlib.Path(directory) / f'ckpt_{step:08d}{"_final" if final else ""}.pkl'
+def path_for(
+  directory: pathlib.Path, step: int, final: bool = False, prefix: str = TRAIN
+) -> pathlib.Path:
+  return pathlib.Path(directory) / f'{prefix}_{step:08d}{"_final" if final else ""}.pkl'
 
 
-def _parse(path: pathlib.Path) -> tuple[int, bool] | None:
-  m = _PATTERN.match(path.name)
+def _parse(path: pathlib.Path, prefix: str = TRAIN) -> tuple[int, bool] | None:
+  m = re.fullmatch(rf'{re.escape(prefix)}_(\d+)(_final)?\.pkl', path.name)
   return (int(m.group(1)), bool(m.group(2))) if m else None
 
 
-def list_checkpoints(directory: pathlib.Path) -> list[pathlib.Path]:
+def list_checkpoints(directory: pathlib.Path, prefix: str = TRAIN) -> list[pathlib.Path]:
   """Checkpoints in ``directory``, oldest first (at equal steps the final one last)."""
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     return []
-  found = [(key, p) for p in directory.iterdir() if (key := _parse(p)) is not None]
+  found = [(key, p) for p in directory.iterdir() if (key := _parse(p, prefix)) is not None]
   return [p for _, p in sorted(found)]
 
 
@@ -57,7 +62,11 @@ def encode(data: dict[str, Any]) -> bytes:
 
 
 def save(
-  directory: pathlib.Path, data: dict[str, Any], keep: int = 3, final: bool = False
+  directory: pathlib.Path,
+  data: dict[str, Any],
+  keep: int = 3,
+  final: bool = False,
+  prefix: str = TRAIN,
 ) -> pathlib.Path:
   """Writes ``data`` (with key 'step') atomically and prunes old files.
 
@@ -68,22 +77,22 @@ def save(
       the checkpoints written before are untouched.
   """
   directory = pathlib.Path(directory)
-  path = path_for(directory, int(data['step']), final)
+  path = path_for(directory, int(data['step']), final, prefix)
   blob = encode(data)
   try:
     directory.mkdir(parents=True, exist_ok=True)
     with writers.atomic_open(path, 'wb') as f:
       f.write(blob)
   except OSError as e:
-    previous = [p.name for p in list_checkpoints(directory)]
+    previous = [p.name for p in list_checkpoints(directory, prefix)]
     kept = f'the previous checkpoint {previous[-1]} is intact' if previous else 'none was written'
     raise errors.OutputError(
       f'cannot write checkpoint {path}: {e.strerror or e}; {kept}. Free space or fix '
       'permissions, then rerun the same command to continue'
     ) from None
-  existing = list_checkpoints(directory)
-  periodic = [p for p in existing if not _parse(p)[1]]
-  finals = [p for p in existing if _parse(p)[1]]
+  existing = list_checkpoints(directory, prefix)
+  periodic = [p for p in existing if not _parse(p, prefix)[1]]
+  finals = [p for p in existing if _parse(p, prefix)[1]]
   for old in periodic[:-keep] + finals[:-1]:
     old.unlink(missing_ok=True)
   return path
@@ -119,9 +128,9 @@ def load(path: pathlib.Path) -> dict[str, Any]:
   return data
 
 
-def load_latest(directory: pathlib.Path) -> dict[str, Any] | None:
+def load_latest(directory: pathlib.Path, prefix: str = TRAIN) -> dict[str, Any] | None:
   """The newest valid checkpoint in ``directory``, warning about and skipping damaged ones."""
-  for path in reversed(list_checkpoints(directory)):
+  for path in reversed(list_checkpoints(directory, prefix)):
     try:
       return load(path)
     except errors.ConfigError as e:

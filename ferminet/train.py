@@ -10,7 +10,10 @@ never waits for the devices.
 
 Safety: a checkpoint is written after pretraining and burn-in (step 0), every
 ``log.save_frequency`` minutes, on SIGTERM/SIGINT (see ``interrupts``) and at
-the end (``ckpt_<step>_final.pkl``); a non-finite state is never written.
+the end (``ckpt_<step>_final.pkl``); a non-finite state is never written. An
+inference run (optimizer 'none') starts from a training checkpoint and writes
+its own (``inference_ckpt_<step>.pkl``: walkers, key and step), so that
+rerunning an interrupted one continues it and appends to inference_stats.csv.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import datetime
 import json
 import os
 import pathlib
+import shlex
 import signal
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -52,6 +57,10 @@ from ferminet import system as system_lib
 # Iterations whose statistics are fetched from the devices together: the host
 # never waits for the devices between these fetches.
 STATS_BATCH = 20
+# With several processes, signals and the save timer are agreed on at fetches; these
+# come at least every AGREE_SECONDS (fewer iterations per fetch when iterations are slow),
+# so that a SIGTERM with a few minutes' notice is acted on in time.
+AGREE_SECONDS = 30.0
 
 
 class TrainState(NamedTuple):
@@ -84,6 +93,7 @@ class Run:
   cfg: ml_collections.ConfigDict
   system: system_lib.System
   network: networks.Network
+  loss: Any  # (params, key, walkers) -> (energy, LossAux), inside pmap; its gradient is VMC's
   optimizer: optimizers.Optimizer
   sample: Any  # pmapped (params, walkers, key, ids, width, adapt) -> (walkers, pmove, width)
   ids: jax.Array  # global indices of this process's walkers, (D, B/(P·D))
@@ -173,6 +183,7 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     cfg=cfg,
     system=system,
     network=network,
+    loss=vmc_loss,
     optimizer=optimizer,
     sample=sample,
     ids=parallel.walker_ids(cfg.batch_size),
@@ -193,12 +204,16 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 def _keep_finite(new: Any, old: Any, energy: jax.Array) -> tuple[Any, jax.Array]:
-  """``new`` if the energy and the parameters (first item of ``new``) are finite, else ``old``.
+  """``new`` if the energy and every leaf of ``new`` are finite, else ``old``.
 
-  Runs on each device; energy and parameters are identical on all devices, so
-  all devices decide alike.
+  ``new`` is (params, opt_state, walkers, width): the same arrays :func:`save`
+  refuses to write when not finite, so a state kept here can always be saved.
+  Runs on each device; energy, parameters and optimizer state are identical on
+  all devices, but walkers are not: the decision is combined over all devices
+  so that all keep or all roll back.
   """
-  ok = jnp.isfinite(energy) & _all_finite(new[0])
+  ok = jnp.isfinite(energy) & _all_finite(new)
+  ok = parallel.pmin(ok.astype(jnp.int32)).astype(bool)
   return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old), ok
 
 
@@ -215,9 +230,32 @@ def write_config(cfg: ml_collections.ConfigDict, save_path: pathlib.Path) -> pat
     return repr(obj)
 
   path = pathlib.Path(save_path) / 'config.json'
+  if cfg.optim.optimizer == 'none' and _written_by_training(path):
+    path = path.with_name('inference_config.json')  # keep the training run's record
   with writers.atomic_open(path, 'w') as f:
     json.dump(cfg.to_dict(), f, indent=1, default=encode)
   return path
+
+
+def _written_by_training(path: pathlib.Path) -> bool:
+  try:
+    return json.loads(path.read_text())['optim']['optimizer'] != 'none'
+  except (OSError, ValueError, KeyError, TypeError):
+    return False
+
+
+def _set_aside(csv_path: pathlib.Path) -> None:
+  """Renames a statistics file with rows that a fresh start would truncate (process 0)."""
+  if not parallel.is_main() or not writers.read_rows(csv_path):
+    return
+  n = 1
+  while (backup := csv_path.with_name(f'{csv_path.stem}.{n}{csv_path.suffix}')).exists():
+    n += 1
+  os.replace(csv_path, backup)
+  say(
+    f'note: {csv_path.name} held rows of an earlier run without a checkpoint to continue; '
+    f'kept as {backup.name}'
+  )
 
 
 def _meta(run: Run, params: Any) -> dict[str, Any]:
@@ -260,7 +298,17 @@ def init_optimizer(run: Run, state: TrainState) -> TrainState:
 
 
 def restore(run: Run) -> tuple[TrainState, str] | None:
-  """The state from the newest checkpoint in save_path, else in log.restore_path."""
+  """The state from the newest checkpoint in save_path, else in log.restore_path, and a
+  line saying where it came from.
+
+  An inference run first continues its own inference checkpoint in save_path; else
+  it starts at step 0 from a training checkpoint.
+  """
+  if run.inference:
+    data = checkpoint.load_latest(run.save_path, checkpoint.INFERENCE)
+    if data is not None:
+      state = _state_from(run, data, str(run.save_path))
+      return state, f'continuing inference at step {state.step} from {run.save_path}'
   for where in (run.save_path, run.cfg.log.restore_path):
     if not where:
       continue
@@ -272,7 +320,10 @@ def restore(run: Run) -> tuple[TrainState, str] | None:
       if where == run.cfg.log.restore_path:
         raise errors.ConfigError(f'log.restore_path {where!r} holds no checkpoint')
       continue
-    return _state_from(run, data, str(where)), str(where)
+    state = _state_from(run, data, str(where))
+    if run.inference:
+      return state, f'inference of the wavefunction of step {data["step"]} from {where}'
+    return state, f'restored step {state.step} from {where}'
   return None
 
 
@@ -295,8 +346,8 @@ def _state_from(run: Run, data: dict[str, Any], where: str) -> TrainState:
     step=int(data['step']),
     key=jnp.asarray(data['key']),
   )
-  if run.inference:
-    return state._replace(step=0)
+  if run.inference:  # an inference checkpoint continues; a training one starts inference
+    return state if data['meta'].get('optimizer') == 'none' else state._replace(step=0)
   state = init_optimizer(run, state)
   leaves, treedef = jax.tree.flatten(state.opt_state)
   saved = data.get('opt_state')
@@ -343,9 +394,11 @@ def save(run: Run, state: TrainState, final: bool = False) -> pathlib.Path:
     'key': np.asarray(state.key),
     'meta': _meta(run, params),
   }
+  prefix = checkpoint.INFERENCE if run.inference else checkpoint.TRAIN
   if not parallel.is_main():
-    return checkpoint.path_for(run.save_path, state.step, final)
-  return checkpoint.save(run.save_path, data, keep=run.cfg.log.keep_checkpoints, final=final)
+    return checkpoint.path_for(run.save_path, state.step, final, prefix)
+  keep = run.cfg.log.keep_checkpoints
+  return checkpoint.save(run.save_path, data, keep=keep, final=final, prefix=prefix)
 
 
 def say(message: str) -> None:
@@ -417,9 +470,9 @@ def burn_in(run: Run, state: TrainState, iterations: int) -> TrainState:
 def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
   """One VMC iteration: sample, then update parameters on the new walkers.
 
-  If the energy or the new parameters are not finite, the iteration is rolled
-  back: parameters, optimizer state, walkers and width keep their old values
-  (the step still counts and the key moves on, so the next try differs);
+  If the energy, the new parameters, optimizer state or walkers are not finite, the
+  iteration is rolled back: parameters, optimizer state, walkers and width keep their old
+  values (the step still counts and the key moves on, so the next try differs);
   ``stats['ok']`` is False then. Nothing here waits for the devices: the
   statistics are device arrays (replicated, (devices,)) fetched in batches.
   """
@@ -443,13 +496,26 @@ def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Ar
   return TrainState(params, opt_state, walkers, width, state.step + 1, key), stats
 
 
+def stats_csv(run: Run) -> pathlib.Path:
+  """The run's statistics file: train_stats.csv, or inference_stats.csv for inference."""
+  return run.save_path / ('inference_stats.csv' if run.inference else 'train_stats.csv')
+
+
 def start(run: Run) -> TrainState:
-  """Restored state, or a fresh one after pretraining and burn-in."""
+  """Restored state, or a fresh one after pretraining and burn-in.
+
+  A run that does not continue a checkpoint of its own kind (a new training run,
+  an inference run starting from a training checkpoint) never truncates an
+  existing statistics file: one with rows is renamed (``*.1.csv``) first.
+  """
   restored = restore(run)
   if restored is not None:
-    state, where = restored
-    say(f'restored step {state.step} from {where}')
+    state, message = restored
+    if run.inference and state.step == 0:
+      _set_aside(stats_csv(run))
+    say(message)
     return state
+  _set_aside(stats_csv(run))
   state = fresh_state(run)
   state = run_pretrain(run, state)
   state = burn_in(run, state, run.cfg.mcmc.burn_in)
@@ -461,28 +527,82 @@ def start(run: Run) -> TrainState:
 
 
 def summarize(run: Run, csv_path: pathlib.Path, state: TrainState, energies: list[float]) -> Result:
-  """Reblocked energy over the second half of the run, and the reference if known.
+  """Reblocked energy of the run, and the reference if known.
 
-  Process 0 reads the whole history from the CSV (earlier segments of a resumed
-  run included) and prints the summary; other processes use ``energies`` (this
-  segment) and print nothing.
+  Training: the second half of the steps (as the reference); when that stretch's
+  own halves differ by more than ``analysis.DRIFT_SIGMAS`` combined error bars,
+  the energy is still falling and a warning recommends an inference run (its
+  command is printed). Inference: every step (the walkers were equilibrated
+  before). Process 0 reads the whole history from the CSV (earlier segments of
+  a resumed run included) and prints the summary; other processes use
+  ``energies`` (this segment) and print nothing.
   """
   ref = analysis.reference_for(run.system, run.cfg.system.name)
   rows = writers.read_rows(csv_path) if parallel.is_main() else []
   history = np.array([float(r['energy']) for r in rows]) if rows else np.asarray(energies)
-  stats = analysis.reblock(history[len(history) // 2 :])  # non-finite rows are skipped
+  steps = np.array([int(r['step']) for r in rows]) if rows else np.arange(len(history))
+  first = 0 if run.inference else len(history) // 2
+  kept = history[first:]
+  stats = analysis.reblock(kept)  # non-finite rows are skipped
   rolled_back = sum(r['rolled_back'] == '1' for r in rows)
   if rolled_back:
     say(f'rolled_back: {rolled_back} iterations were not finite and were repeated')
+  stretch = f'steps {steps[first]}-{steps[-1]}' if len(kept) else 'no steps'
+  which = 'all of the inference run' if run.inference else 'the second half of the run'
   say(
     f'energy_Ha: {stats.mean:.6f} +/- {stats.stderr:.6f} '
-    f'(reblocked, last {stats.n} iterations, block {stats.block_size})'
+    f'(reblocked over {stretch}: {which}; {stats.n} iterations, block {stats.block_size})'
   )
+  if not run.inference:
+    d = analysis.drift(kept)
+    if d.significant:
+      half = first + len(kept) // 2
+      say(
+        f'warning: the energy is still falling: {d.first.mean:.6f} +/- {d.first.stderr:.6f} '
+        f'over steps {steps[first]}-{steps[half - 1]}, {d.second.mean:.6f} +/- '
+        f'{d.second.stderr:.6f} over steps {steps[half]}-{steps[-1]} ({d.sigmas:.1f} error '
+        'bars apart), so the error bar above misses the drift. For a final number, evaluate '
+        'the trained wavefunction with fixed parameters: '
+        + inference_command(run.save_path, max(1000, len(kept)))
+      )
   if ref is not None:
     error, stderr = (stats.mean - ref[0]) * 1000, stats.stderr * 1000
     say(f'reference_Ha: {ref[0]:.6f} ({ref[1]}); error_mHa: {error:.2f} +/- {stderr:.2f}')
   say(f'outputs: {run.save_path}')
   return Result(stats.mean, stats.stderr, ref[0] if ref else None, run.save_path, state, energies)
+
+
+_INFERENCE_KEYS = ('optim.optimizer', 'optim.iterations', 'log.save_path', 'log.restore_path')
+
+
+def inference_command(
+  save_path: pathlib.Path, iterations: int, argv: list[str] | None = None
+) -> str:
+  """The command that evaluates the run in ``save_path`` with fixed parameters.
+
+  From the ``ferminet`` command line in ``argv`` (default ``sys.argv``) with the
+  optimizer, iteration count and paths replaced; the inference run continues the
+  final checkpoint in ``save_path`` and writes inference_stats.csv beside it.
+  """
+  argv = list(sys.argv if argv is None else argv)
+  new = [
+    '--config.optim.optimizer=none',
+    f'--config.optim.iterations={iterations}',
+    f'--config.log.save_path={shlex.quote(str(save_path))}',
+  ]
+  if not argv or pathlib.Path(argv[0]).name != 'ferminet':
+    return f'the same config with {" ".join(a.removeprefix("--config.") for a in new)}'
+  kept, skip = ['ferminet'], False
+  for arg in argv[1:]:
+    if skip:
+      skip = False
+      continue
+    key = arg.removeprefix('--config.').split('=', 1)[0]
+    if arg.startswith('--config.') and key in _INFERENCE_KEYS:
+      skip = '=' not in arg  # the value is the next argument
+      continue
+    kept.append(shlex.quote(arg))
+  return ' '.join(kept + new)
 
 
 class _Recorder:
@@ -539,13 +659,24 @@ class _Recorder:
     return text + (f' | rolled back {self.total_failures}' if self.total_failures else '')
 
 
+def agreement_interval(seconds_per_iteration: float) -> int:
+  """Iterations between fetches (and, with several processes, agreements on signals and
+  saves): STATS_BATCH, fewer when that would take longer than AGREE_SECONDS."""
+  if not seconds_per_iteration > 0:
+    return STATS_BATCH
+  return max(1, min(STATS_BATCH, int(AGREE_SECONDS / seconds_per_iteration)))
+
+
 def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[TrainState, list[float]]:
   """Iterates until ``optim.iterations``, writing statistics and periodic checkpoints.
 
   Returns the final state and this segment's energies (Ha). With one process,
   signals and the save timer are looked at after every iteration; with several,
-  the processes agree on them every STATS_BATCH iterations (so that all stop or
-  save at the same iteration).
+  the processes agree on them (so that all stop or save at the same iteration) at
+  every fetch of the statistics: after the first iteration, then every
+  STATS_BATCH iterations or AGREE_SECONDS, whichever is sooner (the slowest
+  process's time per iteration sets the count, so all agree at the same one).
+  Inference runs save their own checkpoints the same way.
 
   Raises:
     errors.Interrupted: after SIGTERM/SIGINT, once the state is saved.
@@ -558,26 +689,30 @@ def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[Train
   recorder = _Recorder(csv_path, state.step)
   label = 'inference' if run.inference else 'train'
   progress = writers.Progress(label, total, start=state.step, enabled=parallel.is_main())
-  last_save = time.monotonic()
+  last_save = last_agree = time.monotonic()
+  interval = 1  # the first agreement comes after the first (compiling) iteration
   stop = False
   try:
     while state.step < total and not stop:
       state, stats = iteration(run, state)
       run.watchdog.track(f'{label} step {state.step}', stats['energy'])
       recorder.add(state.step - 1, stats)
-      save_due = not run.inference and time.monotonic() - last_save > 60 * cfg.log.save_frequency
+      save_due = time.monotonic() - last_save > 60 * cfg.log.save_frequency
       signalled = run.stop.requested is not None
-      agree = len(recorder.pending) >= STATS_BATCH or state.step >= total
+      agree = len(recorder.pending) >= interval or state.step >= total
       if not (agree or (single and (progress.due(state.step) or save_due or signalled))):
         continue
+      done = len(recorder.pending)
       recorder.flush()
-      stop, save_due = parallel.any_process(signalled, save_due)
+      now = time.monotonic()
+      (stop, save_due), seconds = parallel.agree((signalled, save_due), (now - last_agree) / done)
+      interval, last_agree = agreement_interval(seconds), now
       progress.update(state.step, recorder.line())
       if recorder.failures >= cfg.optim.max_nonfinite_steps:
-        where = save(run, state) if not run.inference else run.save_path
+        where = save(run, state)
         raise errors.NonFiniteError(
           f'{recorder.failures} iterations in a row (from step {recorder.first_failure}) '
-          f'gave a non-finite energy or parameters and were rolled back; the last finite '
+          f'gave a non-finite energy or state and were rolled back; the last finite '
           f'state is saved in {where}. Lower optim.lr.rate or raise optim.kfac.damping, '
           'then rerun to continue'
         )
@@ -588,7 +723,7 @@ def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[Train
   finally:
     recorder.close()
   if stop:
-    where = save(run, state) if not run.inference else csv_path
+    where = save(run, state)
     name = run.stop.name or 'a signal to another process'
     raise errors.Interrupted(
       f'stopped by {name} after step {state.step}; saved {where}; '
@@ -605,12 +740,11 @@ def run(cfg: ml_collections.ConfigDict) -> Result:
   checkpoint is written and errors.Interrupted is raised.
   """
   r = setup(cfg)
-  csv_path = r.save_path / ('inference_stats.csv' if r.inference else 'train_stats.csv')
+  csv_path = stats_csv(r)
   with r.stop, r.watchdog:
     state = start(r)
     state, energies = optimize(r, state, csv_path)
-    if not r.inference:
-      save(r, state, final=True)
+    save(r, state, final=True)
   return summarize(r, csv_path, state, energies)
 
 

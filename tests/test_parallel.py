@@ -6,6 +6,11 @@ and the energies (Adam and KFAC) agree with the 1-device run up to the round-off
 means over devices. For KFAC this needs every parameter in a block whose estimate
 is a mean over walkers: the envelope's π and σ are tagged as scale layers (before
 that, kfac-jax's generic blocks made 1 and 2 devices differ by up to 4e-3 Ha).
+
+Adam is invariant to the scale of the gradient, and so is KFAC while its norm
+constraint binds; so the KFAC runs here use a norm constraint that does not bind
+(FREE_KFAC), and the raw VMC gradient (with median clipping, whose centre is the
+median of all walkers) is compared directly.
 """
 
 import json
@@ -24,6 +29,10 @@ from ferminet import checkpoint, parallel, train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ITERATIONS = 8
+# KFAC with a norm constraint that does not bind: the update scales with the gradient.
+FREE_KFAC = {'optim.kfac.norm_constraint': 1e6}
+# Median clipping, strongly active on the unpretrained network.
+CLIPPED = {'optim.clip_median': True, 'optim.clip_local_energy': 1.0, 'pretrain.iterations': 0}
 pytestmark = pytest.mark.skipif(sys.platform != 'linux', reason='fake CPU devices, gloo')
 
 # Runs the jobs given as JSON [{save, optimizer, iterations, restore}] and prints the energies.
@@ -34,21 +43,43 @@ warnings.filterwarnings('error', category=DeprecationWarning, module='ferminet|t
 from absl import logging
 logging.set_verbosity(logging.INFO)  # kfac-jax logs its layer registrations
 from test_train import tiny_config
+from test_parallel import raw_gradient
 from ferminet import train
 jobs, address, pid = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 for job in jobs:
   cfg = tiny_config(pathlib.Path(job['save']), optimizer=job['optimizer'],
-                    iterations=job['iterations'], **{'log.restore_path': job['restore']})
+                    iterations=job['iterations'], **{'log.restore_path': job['restore']},
+                    **job['overrides'])
   if address:
     cfg.distributed.coordinator_address = address
     cfg.distributed.num_processes = 2
     cfg.distributed.process_id = pid
-  print('ENERGIES ' + json.dumps(train.train(cfg).energies), flush=True)
+  result = raw_gradient(cfg) if job['gradient'] else train.train(cfg).energies
+  print('RESULT ' + json.dumps(result), flush=True)
 """
 
 
-def _job(save, optimizer='kfac', iterations=ITERATIONS, restore=''):
-  return dict(save=str(save), optimizer=optimizer, iterations=iterations, restore=str(restore))
+def _job(save, optimizer='kfac', iterations=ITERATIONS, restore='', gradient=False):
+  overrides = CLIPPED if gradient else FREE_KFAC if optimizer == 'kfac' else {}
+  return dict(
+    save=str(save), optimizer=optimizer, iterations=iterations, restore=str(restore),
+    gradient=gradient, overrides=overrides,
+  )  # fmt: skip
+
+
+def raw_gradient(cfg):
+  """The VMC gradient (averaged over devices) of a fresh network on fresh walkers, flat."""
+  import jax
+
+  run = train.setup(cfg)
+  state = train.fresh_state(run)
+
+  def grad(params, key, walkers):
+    return parallel.pmean(jax.grad(lambda p: run.loss(p, key, walkers)[0])(params))
+
+  keys = parallel.device_keys(state.key)
+  grads = jax.pmap(grad, axis_name=parallel.AXIS)(state.params, keys, state.walkers)
+  return np.concatenate([np.ravel(g) for g in jax.tree.leaves(parallel.first(grads))]).tolist()
 
 
 def _launch(jobs, devices=1, address='', pid=0):
@@ -64,17 +95,18 @@ def _finish(process):
   """The energies of each job, and the process's stdout and stderr."""
   stdout, stderr = process.communicate(timeout=600)
   assert process.returncode == 0, stderr[-3000:]
-  lines = [x for x in stdout.splitlines() if x.startswith('ENERGIES ')]
-  return [json.loads(x[len('ENERGIES ') :]) for x in lines], stdout, stderr
+  lines = [x for x in stdout.splitlines() if x.startswith('RESULT ')]
+  return [json.loads(x[len('RESULT ') :]) for x in lines], stdout, stderr
 
 
 @pytest.fixture(scope='module')
 def one_device(tmp_path_factory):
-  """KFAC and Adam runs on 1 device (this process)."""
+  """KFAC and Adam runs, and the raw gradient, on 1 device (this process)."""
   path = tmp_path_factory.mktemp('one_device')
-  kfac = train.train(tiny_config(path / 'kfac', iterations=ITERATIONS))
+  kfac = train.train(tiny_config(path / 'kfac', iterations=ITERATIONS, **FREE_KFAC))
   adam = train.train(tiny_config(path / 'adam', optimizer='adam', iterations=4))
-  return kfac, adam, path
+  gradient = raw_gradient(tiny_config(path / 'gradient', **CLIPPED))
+  return kfac, adam, path, gradient
 
 
 @pytest.fixture(scope='module')
@@ -88,6 +120,7 @@ def two_devices(tmp_path_factory, one_device):
     _job(path / 'adam', 'adam', 4),
     _job(path / 'from_one', iterations=ITERATIONS + 2, restore=restore),
     _job(path / 'none', 'none', 3, restore=restore),
+    _job(path / 'gradient', gradient=True),
   ]
   energies, _, stderr = _finish(_launch(jobs, devices=2))
   return energies, path, stderr
@@ -95,16 +128,18 @@ def two_devices(tmp_path_factory, one_device):
 
 @pytest.mark.compat
 def test_two_devices_sample_and_optimize_like_one(one_device, two_devices):
-  kfac, adam, _ = one_device
-  (kfac2, adam2, *_), path, _ = two_devices
+  kfac, adam, _, gradient = one_device
+  (kfac2, adam2, *_, gradient2), path, _ = two_devices
   np.testing.assert_allclose(adam2, adam.energies, rtol=1e-8)  # Adam: identical to round-off
   np.testing.assert_allclose(kfac2, kfac.energies, rtol=1e-8)  # KFAC too
+  # The gradient itself (per-device medians made it differ by ~5% here).
+  np.testing.assert_allclose(gradient2, gradient, rtol=1e-4, atol=1e-6 * np.abs(gradient).max())
   csv = [float(r['energy']) for r in _steps(path / 'kfac' / 'train_stats.csv')[1]]
   np.testing.assert_allclose(csv, kfac2, rtol=1e-9)  # 10 digits in the CSV
 
 
 def test_checkpoints_move_between_one_and_two_devices(two_devices, tmp_path):
-  (_, _, continued, inference), path, _ = two_devices
+  (_, _, continued, inference, _), path, _ = two_devices
   # 1 device -> 2 devices: the steps continue in the new folder.
   assert _steps(path / 'from_one' / 'train_stats.csv')[0] == [ITERATIONS, ITERATIONS + 1]
   assert np.isfinite(continued).all()
@@ -139,20 +174,24 @@ def _free_port():
 
 
 @pytest.mark.compat
-def test_two_processes(two_devices, tmp_path):
-  """2 processes x 1 device: the 2-device energies on both, one writer, resumable on 1."""
+def test_two_processes(one_device, two_devices, tmp_path):
+  """2 processes x 1 device: the 2-device energies and gradient on both, one writer,
+  resumable on 1."""
   address = f'localhost:{_free_port()}'
-  processes = [_launch([_job(tmp_path / 'run')], address=address, pid=pid) for pid in (0, 1)]
-  ((e0,), out0, _), ((e1,), out1, _) = (_finish(p) for p in processes)
-  assert e0 == e1  # every statistic is a mean over all devices of all processes
+  jobs = [_job(tmp_path / 'run'), _job(tmp_path / 'gradient', gradient=True)]
+  processes = [_launch(jobs, address=address, pid=pid) for pid in (0, 1)]
+  ((e0, g0), out0, _), ((e1, g1), out1, _) = (_finish(p) for p in processes)
+  assert e0 == e1 and g0 == g1  # every statistic is a mean over all devices of all processes
   np.testing.assert_allclose(e0, two_devices[0][0], rtol=1e-8)  # = 1 process, 2 devices
+  gradient = one_device[3]  # = 1 process, 1 device (median over both processes' walkers)
+  np.testing.assert_allclose(g0, gradient, rtol=1e-4, atol=1e-6 * np.abs(gradient).max())
   assert _steps(tmp_path / 'run' / 'train_stats.csv')[0] == list(range(ITERATIONS))
   assert 'energy_Ha' in out0 and 'energy_Ha' not in out1  # process 0 reports
   assert 'train ' in out0 and 'train ' not in out1  # and prints the progress line
   saved = checkpoint.load_latest(tmp_path / 'run')
   assert saved['walkers'].shape == (32, 3)  # the walkers of both processes
   # Saved by 2 processes, continued by 1.
-  result = train.train(tiny_config(tmp_path / 'run', iterations=ITERATIONS + 2))
+  result = train.train(tiny_config(tmp_path / 'run', iterations=ITERATIONS + 2, **FREE_KFAC))
   assert _steps(tmp_path / 'run' / 'train_stats.csv')[0] == list(range(ITERATIONS + 2))
   assert np.isfinite(result.energies).all()
 
@@ -163,5 +202,14 @@ def test_walker_layout_helpers():
   assert ids.ravel().tolist() == list(range(8))
   walkers = np.arange(24.0).reshape(8, 3)
   np.testing.assert_array_equal(parallel.all_walkers(parallel.local_walkers(walkers)), walkers)
-  assert parallel.any_process(True, False) == (True, False)
+  assert parallel.agree((True, False), 2.5) == ((True, False), 2.5)
   assert parallel.same_on_all(7) == 7
+
+
+def test_agreement_interval_is_time_based():
+  """Several processes agree on signals at most AGREE_SECONDS apart, whatever the step time."""
+  assert train.agreement_interval(0.1) == train.STATS_BATCH  # fast steps: every 20
+  assert train.agreement_interval(float('inf')) == 1  # the compiling first iteration
+  assert train.agreement_interval(5.0) == int(train.AGREE_SECONDS / 5.0)  # 6 iterations, 30 s
+  assert train.agreement_interval(100.0) == 1  # slower than 30 s: every iteration
+  assert train.agreement_interval(0.0) == train.STATS_BATCH

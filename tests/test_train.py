@@ -6,14 +6,16 @@ import itertools
 import json
 import os
 import pathlib
+import shutil
 import signal
+import types
 
 import jax
 import numpy as np
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import checkpoint, errors, optimizers, pretrain, scf, train
+from ferminet import checkpoint, errors, optimizers, parallel, pretrain, scf, train, writers
 from ferminet import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -183,12 +185,74 @@ def test_other_optimizers(tmp_path, optimizer):
   assert np.isfinite(result.energy)
 
 
-def test_inference_restores_trained_run(kfac_run, tmp_path):
+def test_interrupted_inference_continues(kfac_run, tmp_path, capsys):
+  """Inference writes its own checkpoints: rerunning an interrupted one continues it and
+  appends to inference_stats.csv (it used to start again and truncate the file)."""
   _, trained = kfac_run
-  cfg = tiny_config(tmp_path, optimizer='none', iterations=3, **{'log.restore_path': str(trained)})
-  result = train.train(cfg)
-  assert not list(tmp_path.glob('ckpt_*'))  # inference never writes checkpoints
-  assert -1.0 < result.energy < 0.0
+
+  def infer(path, iterations):
+    restore = {'log.restore_path': str(trained)}
+    return train.train(tiny_config(path, optimizer='none', iterations=iterations, **restore))
+
+  straight = infer(tmp_path / 'straight', 6)
+  assert -1.0 < straight.energy < 0.0
+  assert not list((tmp_path / 'straight').glob('ckpt_*'))  # no training checkpoints
+  assert (tmp_path / 'straight' / 'inference_ckpt_00000006_final.pkl').exists()
+  infer(tmp_path / 'split', 3)
+  capsys.readouterr()
+  second = infer(tmp_path / 'split', 6)
+  assert 'continuing inference at step 3' in capsys.readouterr().out
+  assert len(second.energies) == 3  # only the remaining steps were computed
+  csv_bytes = [(tmp_path / p / 'inference_stats.csv').read_bytes() for p in ('straight', 'split')]
+  assert csv_bytes[0] == csv_bytes[1]
+
+
+def test_inference_in_the_training_folder_keeps_its_records(kfac_run, tmp_path, capsys):
+  """Inference with save_path = the training folder: config.json, checkpoints and an
+  earlier inference_stats.csv without a checkpoint are all kept."""
+  run_dir = tmp_path / 'run'
+  shutil.copytree(kfac_run[1], run_dir)
+  before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+  (run_dir / 'inference_stats.csv').write_text((run_dir / 'train_stats.csv').read_text())
+  train.train(tiny_config(run_dir, optimizer='none', iterations=2))
+  assert 'kept as inference_stats.1.csv' in capsys.readouterr().out
+  assert len(_steps(run_dir / 'inference_stats.1.csv')[0]) > 2
+  assert _steps(run_dir / 'inference_stats.csv')[0] == [0, 1]
+  for name, content in before.items():
+    assert (run_dir / name).read_bytes() == content, name  # the training run's files
+  config = json.loads((run_dir / 'inference_config.json').read_text())
+  assert config['optim']['optimizer'] == 'none'
+
+
+def _summary_of(tmp_path, energies, optimizer='kfac'):
+  """What summarize prints for a run whose CSV holds ``energies`` (an H atom, Ha)."""
+  tmp_path.mkdir()
+  writer = writers.StatsWriter(tmp_path / 'train_stats.csv', first_step=0)
+  for step, energy in enumerate(energies):
+    writer.write(step, float(energy), 0.5, 0.01)
+  writer.close()
+  cfg = tiny_config(tmp_path, optimizer=optimizer)
+  system = config_lib.system_of(config_lib.resolve(cfg))
+  run = types.SimpleNamespace(
+    cfg=cfg, system=system, inference=optimizer == 'none', save_path=tmp_path
+  )
+  return train.summarize(run, tmp_path / 'train_stats.csv', None, list(energies))
+
+
+def test_summary_warns_when_the_energy_still_falls(tmp_path, capsys, monkeypatch):
+  noise = np.random.default_rng(0).normal(size=400) * 0.01
+  monkeypatch.setattr(
+    'sys.argv', ['/somewhere/ferminet', '--config', 'configs/atom.py', '--config.system.atom=H']
+  )
+  falling = _summary_of(tmp_path / 'falling', np.linspace(-0.45, -0.5, 400) + noise)
+  out = capsys.readouterr().out
+  assert 'reblocked over steps 200-399: the second half of the run' in out
+  assert 'warning: the energy is still falling' in out
+  command = 'ferminet --config configs/atom.py --config.system.atom=H --config.optim.optimizer=none'
+  assert command in out and f'--config.log.save_path={tmp_path / "falling"}' in out
+  assert falling.energy == pytest.approx(np.mean(np.linspace(-0.45, -0.5, 400)[200:]), abs=2e-3)
+  _summary_of(tmp_path / 'flat', -0.5 + noise)
+  assert 'warning' not in capsys.readouterr().out
 
 
 def test_pretraining_fits_hartree_fock(tmp_path):
@@ -226,3 +290,23 @@ def test_new_seed_per_run_is_recorded(tmp_path):
     assert recorded == run.cfg.debug.seed
     seeds.append(recorded)
   assert seeds[0] != seeds[1]
+
+
+def test_rollback_checks_what_save_checks():
+  """A step whose optimizer state or walkers are not finite is rolled back (save refuses
+  to write them), not only one whose energy or parameters are not."""
+  keep = jax.pmap(train._keep_finite, axis_name=parallel.AXIS)
+  d = parallel.device_count()
+
+  def state(opt=0.0, walker=0.0):
+    tree = ({'w': np.ones(2)}, {'mu': np.array([opt, 1.0])}, np.full((3, 6), walker), 0.1)
+    return parallel.replicate(tree)
+
+  energy = np.zeros(d)
+  old = state()
+  for bad in (state(opt=np.inf), state(walker=np.nan)):
+    kept, ok = keep(bad, old, energy)
+    assert not np.asarray(ok).any()
+    jax.tree.map(np.testing.assert_array_equal, kept, old)
+  kept, ok = keep(state(opt=2.0), old, energy)
+  assert np.asarray(ok).all() and float(kept[1]['mu'][0, 0]) == 2.0
