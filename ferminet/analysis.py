@@ -4,8 +4,11 @@ VMC energies along a run are autocorrelated, so the plain standard error is
 too small. :func:`reblock` applies the Flyvbjerg–Petersen blocking transform
 (J. Chem. Phys. 91, 461 (1989)) and picks the block size with the criterion of
 Lee, Needs & Towler (Phys. Rev. E 83, 066706 (2011)). :func:`analyze_run` turns a
-run folder into a :class:`RunSummary`; :func:`relative_energies` makes a reaction
-profile; :func:`literature` gives the published values it is compared with. The
+run folder into a :class:`RunSummary`: it reads ``inference_stats.csv`` when the folder
+has one (the energy of the trained wavefunction, sampled from equilibrated walkers: no
+burn-in is dropped by default), else ``train_stats.csv`` (the first half is dropped by
+default); ``stats='train'`` or ``'inference'`` picks one. :func:`relative_energies`
+makes a reaction profile; :func:`literature` gives the published values it is compared with. The
 command line is in :mod:`ferminet.analyze_cli` (``ferminet-analyze`` or
 ``python -m ferminet.analysis``), the pictures in :mod:`ferminet.plots`.
 """
@@ -39,6 +42,15 @@ REFERENCE_ALIASES = {
   'H4': 'H4 (square)',
   'H10': 'H10 chain',
 }
+
+# The statistics files a run folder can hold (ferminet.train writes one of them per run),
+# by the name of the ``stats`` choice, in the order 'auto' tries them.
+STATS_FILES = {'inference': 'inference_stats.csv', 'train': 'train_stats.csv'}
+STATS_CHOICES = ('auto', *STATS_FILES)
+# Default fraction of the rows dropped as burn-in, by file: training starts from an
+# unconverged wavefunction; inference samples a fixed, trained one with the walkers of
+# the restored checkpoint, already equilibrated.
+DEFAULT_BURN_IN = {'train_stats.csv': 0.5, 'inference_stats.csv': 0.0}
 
 # reactions.csv: reaction -> (baseline structure, {csv structure: molecule name}).
 REACTIONS = {
@@ -176,9 +188,10 @@ class RunSummary:
 
   name: str  # system name: --name, else config.json's system.name, else the folder name
   path: str
-  stats_file: str
+  stats_file: str  # 'inference_stats.csv' or 'train_stats.csv'
   steps: int  # rows in the statistics file
   discarded: int  # rows dropped as burn-in
+  burn_in_fraction: float  # the fraction used for this file (asked, else its default)
   energy: Reblocked  # reblocked energy of the kept rows
   pmove: float  # mean Metropolis acceptance of the kept rows
   variance: float  # mean local-energy variance of the kept rows
@@ -202,23 +215,42 @@ class RunData:
   variance: np.ndarray
 
 
-def stats_path(run_dir: str | pathlib.Path) -> pathlib.Path:
-  """The statistics CSV of a run folder: train_stats.csv, else inference_stats.csv."""
+def stats_path(run_dir: str | pathlib.Path, stats: str = 'auto') -> pathlib.Path:
+  """The statistics CSV of a run folder.
+
+  Args:
+    run_dir: a ferminet run folder.
+    stats: 'auto': inference_stats.csv when the folder has one, else train_stats.csv;
+      'train' or 'inference': that file, an error when the folder lacks it.
+  """
+  if stats not in STATS_CHOICES:
+    raise errors.AnalysisError(f'stats must be one of {", ".join(STATS_CHOICES)}, got {stats!r}')
   run_dir = pathlib.Path(run_dir)
   if not run_dir.is_dir():
     raise errors.AnalysisError(f'run folder {str(run_dir)!r} does not exist')
-  for name in ('train_stats.csv', 'inference_stats.csv'):
-    if (run_dir / name).is_file():
-      return run_dir / name
-  raise errors.AnalysisError(
-    f'{str(run_dir)!r} holds no train_stats.csv or inference_stats.csv: '
-    'is it a ferminet run folder?'
-  )
+  present = [name for name in STATS_FILES.values() if (run_dir / name).is_file()]
+  if not present:
+    raise errors.AnalysisError(
+      f'{str(run_dir)!r} holds no train_stats.csv or inference_stats.csv: '
+      'is it a ferminet run folder?'
+    )
+  if stats == 'auto':
+    return run_dir / present[0]
+  name = STATS_FILES[stats]
+  if name not in present:
+    raise errors.AnalysisError(
+      f'{str(run_dir)!r} has no {name} (it holds {", ".join(present)}): choose another --stats'
+    )
+  return run_dir / name
 
 
-def read_run(run_dir: str | pathlib.Path) -> RunData:
-  """The per-step statistics of a run folder."""
-  path = stats_path(run_dir)
+def read_run(run_dir: str | pathlib.Path, stats: str = 'auto') -> RunData:
+  """The per-step statistics of a run folder (``stats`` as in :func:`stats_path`)."""
+  return _read_stats(stats_path(run_dir, stats))
+
+
+def _read_stats(path: pathlib.Path) -> RunData:
+  """The rows of one statistics CSV as arrays."""
   try:
     rows = writers.read_rows(path)
   except errors.FermiNetError as e:
@@ -241,19 +273,28 @@ def run_config(run_dir: str | pathlib.Path) -> dict:
 
 
 def analyze_run(
-  run_dir: str | pathlib.Path, burn_in: float = 0.5, name: str | None = None
+  run_dir: str | pathlib.Path,
+  burn_in: float | None = None,
+  name: str | None = None,
+  stats: str = 'auto',
 ) -> tuple[RunSummary, RunData]:
   """Reblocked energy and averages of a run folder after dropping a burn-in.
 
   Args:
-    run_dir: a folder with train_stats.csv (or inference_stats.csv).
-    burn_in: fraction of the rows dropped from the start, in [0, 1).
+    run_dir: a folder with inference_stats.csv and/or train_stats.csv.
+    burn_in: fraction of the rows of the file read that is dropped from the start, in
+      [0, 1); None: 0.5 for train_stats.csv, 0 for inference_stats.csv.
     name: system name for the reference lookup; None: config.json's system.name,
       else the folder name.
+    stats: which file: 'auto' (inference_stats.csv if present, else train_stats.csv),
+      'train' or 'inference'.
   """
-  if not 0 <= burn_in < 1:
+  if burn_in is not None and not 0 <= burn_in < 1:
     raise errors.AnalysisError(f'burn-in fraction must be in [0, 1), got {burn_in}')
-  data = read_run(run_dir)
+  path = stats_path(run_dir, stats)
+  if burn_in is None:
+    burn_in = DEFAULT_BURN_IN[path.name]
+  data = _read_stats(path)
   system = run_config(run_dir).get('system', {})
   if name is None:
     name = system.get('name') or pathlib.Path(run_dir).resolve().name
@@ -270,9 +311,10 @@ def analyze_run(
   summary = RunSummary(
     name=name,
     path=str(run_dir),
-    stats_file=stats_path(run_dir).name,
+    stats_file=path.name,
     steps=n,
     discarded=start,
+    burn_in_fraction=float(burn_in),
     energy=blocked,
     pmove=float(np.nanmean(data.pmove[kept])),
     variance=float(np.nanmean(data.variance[kept])),  # rolled-back rows hold NaN

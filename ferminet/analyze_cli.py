@@ -1,13 +1,18 @@
 """The ``ferminet-analyze`` command: numbers with honest error bars, and plots, from runs.
 
 Usage:
-    ferminet-analyze RUN_DIR [RUN_DIR ...] [--burn-in 0.5] [--json]
+    ferminet-analyze RUN_DIR [RUN_DIR ...] [--stats {auto,train,inference}]
+                     [--burn-in FRACTION] [--json]
     ferminet-analyze runs/bicbut runs/con_TS runs/t-but --relative-to bicbut
     python -m ferminet.analysis RUN_DIR
 
-For each run folder (with train_stats.csv, or inference_stats.csv): the energy
-reblocked after dropping the first ``--burn-in`` fraction of the steps
-(``energy_Ha: <mean> +/- <stderr>``), the autocorrelation time, the mean
+For each run folder, one statistics file: ``inference_stats.csv`` when the folder has
+one (the final energy of the trained wavefunction), else ``train_stats.csv``;
+``--stats train`` or ``--stats inference`` picks one (the report's ``stats_file`` line
+says which was read). Of that file: the energy (``energy_Ha: <mean> +/- <stderr>``)
+reblocked after dropping the first ``--burn-in`` fraction of the steps (default: half
+of train_stats.csv, none of inference_stats.csv, whose walkers are already
+equilibrated; an explicit fraction applies to either), the autocorrelation time, the mean
 acceptance and local-energy variance, the reference energy when the system is
 known, and a convergence plot (``convergence.png`` in the run folder, or in
 ``--out``). With ``--relative-to NAME``, the energies relative to run NAME in
@@ -35,10 +40,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   )
   parser.add_argument('run_dirs', nargs='+', metavar='RUN_DIR', help='ferminet run folder(s)')
   parser.add_argument(
+    '--stats',
+    choices=analysis.STATS_CHOICES,
+    default='auto',
+    help='statistics file to analyse: inference_stats.csv, train_stats.csv, or auto: '
+    'inference_stats.csv when the folder has one, else train_stats.csv (default: auto)',
+  )
+  parser.add_argument(
     '--burn-in',
     type=float,
-    default=0.5,
-    help='fraction of the steps discarded from the start before averaging (default: 0.5)',
+    default=None,
+    metavar='FRACTION',
+    help='fraction of the steps discarded from the start before averaging, applied to the '
+    'file read (default: 0.5 for train_stats.csv, 0 for inference_stats.csv)',
   )
   parser.add_argument(
     '--name',
@@ -77,14 +91,15 @@ def analyze(args: argparse.Namespace) -> dict:
     from ferminet import plots  # matplotlib is imported only when plotting
   runs = []
   for run_dir, name in zip(args.run_dirs, names, strict=True):
-    summary, data = analysis.analyze_run(run_dir, args.burn_in, name)
+    summary, data = analysis.analyze_run(run_dir, args.burn_in, name, args.stats)
     entry = summary.to_dict()
     if plots is not None:
       folder = args.out if args.out is not None else pathlib.Path(run_dir)
       filename = 'convergence.png' if args.out is None else f'{_slug(summary.name)}_convergence.png'
       entry['plot'] = str(plots.convergence(data, summary, folder / filename))
     runs.append(entry)
-  result = {'burn_in_fraction': args.burn_in, 'runs': runs}
+  # What was asked (None: each file's default); the fraction used is in each run's entry.
+  result = {'stats': args.stats, 'burn_in_fraction': args.burn_in, 'runs': runs}
   if args.relative_to is not None:
     triples = [(r['name'], r['energy']['mean'], r['energy']['stderr']) for r in runs]
     relative = analysis.relative_energies(triples, args.relative_to)
@@ -101,6 +116,9 @@ def analyze(args: argparse.Namespace) -> dict:
       path = plots.profile(relative, lit, args.relative_to, folder / 'reaction_profile.png')
       result['relative']['plot'] = str(path)
   return result
+
+
+_KIND = {'inference_stats.csv': 'inference run', 'train_stats.csv': 'training run'}
 
 
 def _slug(name: str) -> str:
@@ -121,8 +139,10 @@ def text(result: dict) -> list[str]:
     lines += [
       f'run: {r["path"]}',
       f'name: {r["name"]}',
+      f'stats_file: {r["stats_file"]}',
       f'energy_Ha: {e["mean"]:.6f} +/- {e["stderr"]:.6f}',
-      f'averaged_steps: {e["n"]} of {r["steps"]} (first {r["discarded"]} discarded as burn-in)',
+      f'averaged_steps: {e["n"]} of {r["steps"]} (first {r["discarded"]} discarded as burn-in; '
+      f'{_KIND.get(r["stats_file"], "run")})',
       f'block_size: {e["block_size"]}'
       + ('' if e['converged'] else ' (reblocking not converged: run longer)'),
       f'naive_stderr_Ha: {e["naive_stderr"]:.6f}',

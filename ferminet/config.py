@@ -139,13 +139,19 @@ def default() -> ml_collections.ConfigDict:
         'restore_path': '',
       },
       'distributed': {
-        # Several processes (hosts) on JAX's distributed runtime. Explicit: all three
-        # keys. Else, with detect, SLURM (srun, several tasks) and Open MPI (mpirun -np N)
-        # are detected; else a single process.
+        # Several processes (hosts) on JAX's distributed runtime. Explicit: the first
+        # three keys. Else, with detect: Open MPI (mpirun -np N, N > 1) and a SLURM job
+        # step started by srun with several tasks (SLURM_STEP_NUM_TASKS > 1; its task
+        # count and rank are used, not the job's SLURM_NTASKS). A SLURM job with several
+        # tasks whose process was not started by srun (salloc -n 4, an sbatch script)
+        # runs as one process and prints a note. Else a single process.
         'coordinator_address': '',  # host:port of process 0
         'num_processes': 0,
         'process_id': -1,
         'detect': True,
+        # Seconds each process waits for all the others to connect before it stops with
+        # an error (a process that was never started would otherwise be waited for).
+        'initialization_timeout': 300,
       },
       'debug': {
         # False: a new seed per run, drawn from the clock and printed. True: use debug.seed,
@@ -293,6 +299,10 @@ def check(cfg: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(
       'distributed.coordinator_address needs host:port, distributed.num_processes >= 1 and '
       '0 <= distributed.process_id < num_processes'
+    )
+  if not d.initialization_timeout > 0:
+    raise errors.ConfigError(
+      f'distributed.initialization_timeout must be > 0 seconds, got {d.initialization_timeout}'
     )
   _check_kfac(cfg.optim.kfac)
   if cfg.mcmc.steps <= 0:

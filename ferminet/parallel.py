@@ -14,7 +14,9 @@ global index, so a run gives the same samples on any number of devices or hosts
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 from typing import Any
 
 import jax
@@ -148,45 +150,113 @@ def same_on_all(value: int) -> int:
   return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
-_DETECTED = {
-  'SLURM': ('SLURM_JOB_ID', 'SLURM_NTASKS'),
-  'Open MPI': ('OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_SIZE'),
-}
+# What srun sets in the environment of each task of a job step and JAX's SLURM detection
+# reads. salloc and sbatch set the job's SLURM_JOB_ID and SLURM_NTASKS (sbatch also a
+# SLURM_PROCID and SLURM_LOCALID of 0 for its batch script) but none of the SLURM_STEP_*
+# variables, so a process they start directly is alone even when SLURM_NTASKS > 1.
+_SRUN_STEP_VARS = (
+  'SLURM_STEP_ID',
+  'SLURM_STEP_NUM_TASKS',
+  'SLURM_STEP_NODELIST',
+  'SLURM_PROCID',
+  'SLURM_LOCALID',
+)
+
+
+def _env_int(name: str) -> int | None:
+  """An integer environment variable; None when unset or not an integer."""
+  try:
+    return int(os.environ[name])
+  except (KeyError, ValueError):
+    return None
+
+
+def slurm_step() -> tuple[int, int] | None:
+  """(tasks in the step, this task's rank) when srun started this process, else None."""
+  if not all(name in os.environ for name in _SRUN_STEP_VARS):
+    return None
+  tasks, rank = _env_int('SLURM_STEP_NUM_TASKS'), _env_int('SLURM_PROCID')
+  if tasks is None or rank is None or not 0 <= rank < tasks:
+    return None
+  return tasks, rank
 
 
 def detected_cluster() -> str:
-  """'SLURM' or 'Open MPI' when the environment started several tasks of this job, else ''."""
-  for name, (marker, size) in _DETECTED.items():
-    if marker in os.environ and int(os.environ.get(size, '1') or 1) > 1:
-      return name
+  """'Open MPI' (mpirun -np N, N > 1) or 'SLURM' (an srun step of several tasks), else ''.
+
+  Open MPI comes first: mpirun inside a SLURM job also sees the job's variables.
+  """
+  if (_env_int('OMPI_COMM_WORLD_SIZE') or 1) > 1:
+    return 'Open MPI'
+  step = slurm_step()
+  if step is not None and step[0] > 1:
+    return 'SLURM'
   return ''
 
 
-def initialize(cfg: ml_collections.ConfigDict) -> None:
-  """Starts JAX's distributed runtime when ``cfg.distributed`` or the cluster asks for it.
+def _lone_slurm_task_note() -> str | None:
+  """The note for a process alone in a SLURM job of several tasks, else None."""
+  job_tasks = _env_int('SLURM_NTASKS') or 1
+  if 'SLURM_JOB_ID' not in os.environ or job_tasks <= 1:
+    return None
+  step = slurm_step()
+  how = 'was not started by srun' if step is None else f'its srun step has {step[0]} task'
+  return (
+    f'ferminet: note: the SLURM job has {job_tasks} tasks but this process {how}, so it '
+    'runs as one process; to use them, start it with srun ferminet ...'
+  )
 
-  Explicit: ``coordinator_address`` (host:port of process 0), ``num_processes``
-  and ``process_id``. Else, with ``distributed.detect``, SLURM (srun with several
-  tasks) and Open MPI (mpirun -np N) are detected by JAX. Else one process.
-  Must run before JAX uses any device; idempotent.
+
+def initialize(cfg: ml_collections.ConfigDict) -> None:
+  """Starts JAX's distributed runtime when ``cfg.distributed`` or the launcher asks for it.
+
+  Explicit: ``coordinator_address`` (host:port of process 0), ``num_processes`` and
+  ``process_id``. Else, with ``distributed.detect``: Open MPI (mpirun -np N, N > 1; JAX
+  reads the rest), or an srun job step with several tasks (SLURM_STEP_NUM_TASKS > 1),
+  whose task count and rank (SLURM_PROCID) are passed, while JAX takes the coordinator
+  from the step's first node. A SLURM job with several tasks whose process srun did not
+  start (salloc -n 4 or an sbatch script running ferminet directly) runs as one process
+  and prints a note on stderr; so does anything else. Every process waits at most
+  ``distributed.initialization_timeout`` seconds for the others; a failure to connect is
+  one ConfigError. Must run before JAX uses any device; idempotent.
   """
   d = cfg.distributed
   if jax.distributed.is_initialized():
     return
+  timeout = max(1, math.ceil(d.initialization_timeout))  # JAX takes whole seconds
   if d.coordinator_address:
     kwargs = {
       'coordinator_address': d.coordinator_address,
       'num_processes': d.num_processes,
       'process_id': d.process_id,
     }
-  elif d.detect and detected_cluster():
+    expected, coordinator = str(d.num_processes), d.coordinator_address
+    cause = 'a process not started or given another address, or a firewall'
+  elif d.detect and detected_cluster() == 'Open MPI':
     kwargs = {}
+    expected = os.environ['OMPI_COMM_WORLD_SIZE']
+    coordinator = 'chosen by JAX from mpirun'
+    cause = 'a process that did not start, or a firewall'
+  elif d.detect and detected_cluster() == 'SLURM':
+    tasks, rank = slurm_step()
+    kwargs = {'num_processes': tasks, 'process_id': rank}
+    expected = str(tasks)
+    coordinator = f'the first node of SLURM_STEP_NODELIST={os.environ["SLURM_STEP_NODELIST"]}'
+    cause = (
+      'a task that did not start, a wrong SLURM step (e.g. tasks of another srun), or a '
+      'firewall between the nodes'
+    )
   else:
+    note = _lone_slurm_task_note() if d.detect else None
+    if note is not None:
+      print(note, file=sys.stderr, flush=True)
     return
   try:
-    jax.distributed.initialize(**kwargs)
-  except RuntimeError as e:
+    jax.distributed.initialize(**kwargs, initialization_timeout=timeout)
+  except (RuntimeError, ValueError) as e:  # XlaRuntimeError is a RuntimeError
+    detail = ' '.join(str(e).split())  # one line
     raise errors.ConfigError(
-      f'cannot start jax.distributed ({e}); call ferminet before any other JAX work, '
-      'or leave distributed.coordinator_address empty'
+      f'cannot start jax.distributed with {expected} processes (coordinator: {coordinator}; '
+      f'distributed.initialization_timeout {timeout} s): {detail}. Likely cause: {cause}. '
+      'Call ferminet before any other JAX work; distributed.detect=False runs one process'
     ) from None

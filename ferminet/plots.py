@@ -53,7 +53,8 @@ def convergence(
   rolling = rolling_mean(data.energy, window)
   ax.plot(data.step, rolling, color='C0', label=f'rolling mean ({window})')
   start = data.step[summary.discarded]
-  ax.axvspan(data.step[0], start, color='0.92', label='burn-in (discarded)')
+  if summary.discarded:  # none by default for an inference run
+    ax.axvspan(data.step[0], start, color='0.92', label='burn-in (discarded)')
   mean, err = summary.energy.mean, summary.energy.stderr
   ax.hlines(mean, start, data.step[-1], color='C1', label=f'mean {mean:.5f} ± {err:.5f} Ha')
   if np.isfinite(err):

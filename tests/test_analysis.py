@@ -86,11 +86,13 @@ def test_reference_lookup():
   assert (ref.energy, ref.hf_limit) == (-7.47806, -7.43275)
 
 
-def _fake_run(path, energies, name='Li', electrons=(2, 1)):
-  path.mkdir()
-  lines = ['step,energy,ewmean,ewvar,pmove,variance']
-  lines += [f'{i},{e},{e},0,0.5,0.25' for i, e in enumerate(energies)]
-  (path / 'train_stats.csv').write_text('\n'.join(lines) + '\n')
+def _fake_run(path, energies, name='Li', electrons=(2, 1), stats_file='train_stats.csv'):
+  """A run folder with ``stats_file`` (energies in Ha) and config.json; a second call
+  on the same folder adds another statistics file."""
+  path.mkdir(exist_ok=True)
+  lines = ['step,energy,ewmean,ewvar,pmove,variance,rolled_back']
+  lines += [f'{i},{e},{e},0,0.5,0.25,0' for i, e in enumerate(energies)]
+  (path / stats_file).write_text('\n'.join(lines) + '\n')
   if name is not None:
     (path / 'config.json').write_text(
       json.dumps({'system': {'name': name, 'electrons': electrons}})
@@ -212,3 +214,67 @@ def test_rolled_back_rows_are_skipped(tmp_path):
   assert summary.variance == pytest.approx(0.1)
   rolling = plots.rolling_mean(data.energy, 4)
   assert np.isfinite(rolling).all()
+
+
+def _both_runs(path):
+  """A folder with a 100-step training curve (-7.0 Ha) and a 40-step inference run."""
+  _fake_run(path, [-7.0] * 100)
+  inference = -7.47 + 0.001 * np.sin(np.arange(40))
+  return _fake_run(path, inference, stats_file='inference_stats.csv'), inference
+
+
+def test_inference_stats_preferred_without_burn_in(tmp_path, capsys):
+  run, inference = _both_runs(tmp_path / 'li')
+  summary, data = analysis.analyze_run(run)
+  assert summary.stats_file == 'inference_stats.csv' and data.energy.size == 40
+  assert summary.discarded == 0 and summary.burn_in_fraction == 0.0
+  assert summary.energy.mean == pytest.approx(np.mean(inference))
+  # An explicit fraction applies to the file that is read.
+  summary, _ = analysis.analyze_run(run, 0.25)
+  assert summary.stats_file == 'inference_stats.csv' and summary.discarded == 10
+  analyze_cli.main([str(run), '--no-plot'])
+  lines = capsys.readouterr().out.splitlines()
+  assert 'stats_file: inference_stats.csv' in lines
+  assert 'averaged_steps: 40 of 40 (first 0 discarded as burn-in; inference run)' in lines
+  analyze_cli.main([str(run), '--no-plot', '--json'])
+  result = json.loads(capsys.readouterr().out)
+  assert result['burn_in_fraction'] is None and result['stats'] == 'auto'
+  (entry,) = result['runs']
+  assert entry['stats_file'] == 'inference_stats.csv' and entry['burn_in_fraction'] == 0.0
+
+
+def test_stats_train_reads_training_curve(tmp_path, capsys):
+  run, _ = _both_runs(tmp_path / 'li')
+  summary, _ = analysis.analyze_run(run, stats='train')
+  assert summary.stats_file == 'train_stats.csv' and summary.steps == 100
+  assert summary.discarded == 50 and summary.burn_in_fraction == 0.5
+  assert summary.energy.mean == pytest.approx(-7.0)
+  analyze_cli.main([str(run), '--no-plot', '--stats', 'train'])
+  lines = capsys.readouterr().out.splitlines()
+  assert 'stats_file: train_stats.csv' in lines
+  assert 'averaged_steps: 50 of 100 (first 50 discarded as burn-in; training run)' in lines
+  # Two runs with different default fractions: each entry says its own.
+  only_inference = _fake_run(tmp_path / 'inf', [-7.4] * 8, stats_file='inference_stats.csv')
+  analyze_cli.main([str(run), str(only_inference), '--no-plot', '--json', '--stats', 'auto'])
+  result = json.loads(capsys.readouterr().out)
+  assert [r['burn_in_fraction'] for r in result['runs']] == [0.0, 0.0]
+  analyze_cli.main([str(tmp_path / 'li'), '--no-plot', '--json', '--stats', 'train'])
+  assert json.loads(capsys.readouterr().out)['runs'][0]['burn_in_fraction'] == 0.5
+  analyze_cli.main([str(run), '--no-plot', '--json', '--stats', 'train', '--burn-in', '0.2'])
+  result = json.loads(capsys.readouterr().out)
+  assert result['burn_in_fraction'] == 0.2 and result['runs'][0]['discarded'] == 20
+
+
+def test_requested_stats_file_missing(tmp_path, capsys):
+  run = _fake_run(tmp_path / 'li', [-7.0] * 10)
+  with pytest.raises(errors.AnalysisError, match='no inference_stats.csv'):
+    analysis.analyze_run(run, stats='inference')
+  with pytest.raises(SystemExit) as exit_info:
+    analyze_cli.main([str(run), '--no-plot', '--stats', 'inference'])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1, err
+  assert 'no inference_stats.csv' in err[0] and 'train_stats.csv' in err[0] and str(run) in err[0]
+  only_inference = _fake_run(tmp_path / 'inf', [-7.4] * 8, stats_file='inference_stats.csv')
+  with pytest.raises(errors.AnalysisError, match='no train_stats.csv.*holds inference_stats'):
+    analysis.analyze_run(only_inference, stats='train')
