@@ -181,6 +181,22 @@ def slurm_step() -> tuple[int, int] | None:
   return tasks, rank
 
 
+def _gpus_of_lone_task() -> list[int] | None:
+  """All GPUs of this node when the srun step runs one task per node, else None.
+
+  JAX's SLURM support gives each task only the GPU numbered SLURM_LOCALID, which
+  suits one task per GPU; with one task per node (``--ntasks-per-node=1``) that
+  would leave all but one GPU of each node idle. The GPUs are those the job sees
+  (CUDA_VISIBLE_DEVICES, else SLURM_GPUS_ON_NODE); None when neither says.
+  """
+  tasks, nodes = _env_int('SLURM_STEP_NUM_TASKS'), _env_int('SLURM_STEP_NUM_NODES')
+  if tasks is None or tasks != nodes:
+    return None
+  visible = [x for x in os.environ.get('CUDA_VISIBLE_DEVICES', '').split(',') if x.strip()]
+  count = len(visible) or _env_int('SLURM_GPUS_ON_NODE') or 0
+  return list(range(count)) if count > 1 else None
+
+
 def detected_cluster() -> str:
   """'Open MPI' (mpirun -np N, N > 1) or 'SLURM' (an srun step of several tasks), else ''.
 
@@ -240,6 +256,9 @@ def initialize(cfg: ml_collections.ConfigDict) -> None:
   elif d.detect and detected_cluster() == 'SLURM':
     tasks, rank = slurm_step()
     kwargs = {'num_processes': tasks, 'process_id': rank}
+    gpus = _gpus_of_lone_task()
+    if gpus is not None:  # JAX would give the task only GPU [SLURM_LOCALID]
+      kwargs['local_device_ids'] = gpus
     expected = str(tasks)
     coordinator = f'the first node of SLURM_STEP_NODELIST={os.environ["SLURM_STEP_NODELIST"]}'
     cause = (

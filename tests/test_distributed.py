@@ -19,6 +19,9 @@ LAUNCH_VARS = (
   'SLURM_STEP_NODELIST',
   'SLURM_PROCID',
   'SLURM_LOCALID',
+  'SLURM_STEP_NUM_NODES',
+  'SLURM_GPUS_ON_NODE',
+  'CUDA_VISIBLE_DEVICES',
   'OMPI_COMM_WORLD_SIZE',
 )
 # salloc -n 4 or an sbatch batch script: the job's variables (sbatch also sets a
@@ -87,6 +90,21 @@ def test_srun_step_passes_the_steps_processes(launch, capsys):
   assert call == {'num_processes': 2, 'process_id': 1, 'initialization_timeout': 300}
   assert parallel.detected_cluster() == 'SLURM'
   assert capsys.readouterr().err == ''
+
+
+def test_one_task_per_node_uses_all_its_gpus(launch):
+  """srun with --ntasks-per-node=1 and 4 GPUs per node: JAX alone would give each task
+  GPU [SLURM_LOCALID] = [0] only."""
+  one_per_node = {**SRUN_STEP, 'SLURM_STEP_NUM_NODES': '2'}
+  (call,) = launch({**one_per_node, 'CUDA_VISIBLE_DEVICES': '0,1,2,3'})
+  assert call['local_device_ids'] == [0, 1, 2, 3]
+  (call,) = launch({**one_per_node, 'SLURM_GPUS_ON_NODE': '2'})
+  assert call['local_device_ids'] == [0, 1]
+  (call,) = launch(one_per_node)  # no GPUs known (a CPU cluster): JAX decides
+  assert 'local_device_ids' not in call
+  # One task per GPU (2 tasks on 1 node): JAX's one GPU per task.
+  (call,) = launch({**SRUN_STEP, 'SLURM_STEP_NUM_NODES': '1', 'CUDA_VISIBLE_DEVICES': '0,1'})
+  assert 'local_device_ids' not in call
 
 
 def test_detection_off_and_single_process(launch):
