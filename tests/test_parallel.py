@@ -29,7 +29,9 @@ from ferminet import checkpoint, parallel, train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ITERATIONS = 8
-# KFAC with a norm constraint that does not bind: the update scales with the gradient.
+# KFAC with a norm constraint that does not bind: the update scales with the gradient
+# (measured: 8 iterations with 1e6 and 1e9 give identical energies; with the default
+# 1e-3 they differ by up to 0.39 Ha).
 FREE_KFAC = {'optim.kfac.norm_constraint': 1e6}
 # Median clipping, strongly active on the unpretrained network.
 CLIPPED = {'optim.clip_median': True, 'optim.clip_local_energy': 1.0, 'pretrain.iterations': 0}
