@@ -8,7 +8,9 @@ estimated with local energies clipped to ⟨E_L⟩ ± c·⟨|E_L − ⟨E_L⟩|�
 ``clip_local_energy``; ≤ 0 disables clipping). The estimator is the JVP rule of
 a ``jax.custom_jvp``, so any optimizer sees a plain function whose gradient is
 the VMC gradient. The log|ψ| outputs are registered with kfac-jax as a normal
-predictive distribution, which gives KFAC the Fisher of |ψ|².
+predictive distribution of variance ½, which gives KFAC half the Fisher of |ψ|²;
+the KFAC optimizer is therefore given half this gradient, as in the reference
+(``optimizers._half_gradient``), and steps by the natural gradient of |ψ|².
 """
 
 from __future__ import annotations
