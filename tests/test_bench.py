@@ -5,9 +5,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # about 25 s: runs bench.py's quick cases in subprocesses
 def test_bench_writes_json(tmp_path):
   out = subprocess.run(
       [sys.executable, str(ROOT / 'benchmarks' / 'bench.py'), '--quick', '--cases', 'tiny',

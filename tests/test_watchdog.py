@@ -132,6 +132,7 @@ def _on_two_cpus(command):
   return command
 
 
+@pytest.mark.slow  # about 30 s; CI's compat runs (pytest -m compat) include it
 @pytest.mark.compat  # most telling on jaxlib 0.10.x (Python 3.11's newest), run there in CI
 def test_default_n2_kfac_iterations_finish_on_two_threads(tmp_path):
   """The jaxlib 0.10 deadlock case: default network, KFAC and forward Laplacian, N2.
