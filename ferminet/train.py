@@ -637,6 +637,8 @@ class _Recorder:
         self.writer.write(
           step, energy, float(stats['pmove'][0]), float(stats['variance'][0]), rolled_back=not ok
         )
+      elif self.writer is not None:
+        self.writer.observe(energy)  # ewmean follows every step, as in the reference
       if ok:
         self.failures = 0
       else:
