@@ -31,8 +31,14 @@ SystemType = _config.SystemType
 
 
 def default() -> ml_collections.ConfigDict:
-  """ferminet's default config, unlocked: a config file may add keys of its own."""
+  """ferminet's default config, unlocked: a config file may add keys of its own.
+
+  ``system.units`` is 'bohr', the reference's default, which its config files read
+  (``system.Atom(..., units=cfg.system.units)``); :func:`ferminet.config.default`
+  leaves it unset so that an xyz file without a units comment is read in angstrom.
+  """
   cfg = _config.default()
+  cfg.system.units = 'bohr'
   cfg.unlock()
   return cfg
 

@@ -25,12 +25,14 @@ rerunning the same command continues it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
 import sys
 from collections.abc import Sequence
 
+import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -106,14 +108,17 @@ def _clean_flag_message(message: str) -> str:
   return re.sub(r'^flag --', '--', message)
 
 
-def _loaded_config(argv: Sequence[str]):
+def _loaded_config(argv: Sequence[str]) -> ml_collections.ConfigDict:
   """The config file's config (keys it added included), else the default config."""
+  path, colon, argument = _config_arg(argv).partition(':')
   try:
-    cfg = config_flags.ConfigFileFlagParser('config').parse(_config_arg(argv))
-    cfg.keys()  # a config that failed to load raises here
-    return cfg
-  except Exception:  # noqa: BLE001 - the file's own error was reported by the caller's path
+    spec = importlib.util.spec_from_file_location('ferminet_config_file', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config(*([argument] if colon else []))
+  except Exception:  # noqa: BLE001 - only names keys for an error already being reported
     return config_lib.default()
+  return cfg if isinstance(cfg, ml_collections.ConfigDict) else config_lib.default()
 
 
 def _unknown_override(argv: Sequence[str], exc: Exception) -> errors.ConfigError:
