@@ -6,9 +6,14 @@ Usage:
     ferminet --config configs/organic.py --config.system.molecule_name CH4
 
 Any config key can be overridden with --config.KEY VALUE (see ferminet/config.py
-for every key and its default). --dry_run resolves the config, prints one
-``key: value`` line per item (atoms in bohr, electrons, Hartree-Fock energy,
-parameter count, devices) and exits.
+for every key and its default). The config that get_config() returns is locked
+before the overrides are applied (ml_collections' config_flags does it), so a
+misspelled key is an error; keys a reference-style config file added (it starts
+from the unlocked ferminet.base_config.default()) can be overridden too. The
+config's system.set_molecule, if set, runs after the overrides (config.resolve).
+
+--dry_run resolves the config, prints one ``key: value`` line per item (atoms in
+bohr, electrons, Hartree-Fock energy, parameter count, devices) and exits.
 
 Mistakes in the input (config keys, values, systems, files) are reported as one
 line on stderr with exit status 2; ``--debug`` or ``FERMINET_DEBUG=1`` shows the
@@ -20,12 +25,14 @@ rerunning the same command continues it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
 import sys
 from collections.abc import Sequence
 
+import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -37,6 +44,7 @@ _CONFIG = config_flags.DEFINE_config_file(
   'config',
   None,
   'Path of a config file (e.g. configs/atom.py); override keys with --config.KEY VALUE.',
+  lock_config=True,  # locked after get_config(), before the overrides: typos are errors
 )
 _DRY_RUN = flags.DEFINE_bool(
   'dry_run', False, 'Resolve the config, print a system summary and exit.'
@@ -100,15 +108,29 @@ def _clean_flag_message(message: str) -> str:
   return re.sub(r'^flag --', '--', message)
 
 
+def _loaded_config(argv: Sequence[str]) -> ml_collections.ConfigDict:
+  """The config file's config (keys it added included), else the default config."""
+  path, colon, argument = _config_arg(argv).partition(':')
+  try:
+    spec = importlib.util.spec_from_file_location('ferminet_config_file', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config(*([argument] if colon else []))
+  except Exception:  # noqa: BLE001 - only names keys for an error already being reported
+    return config_lib.default()
+  return cfg if isinstance(cfg, ml_collections.ConfigDict) else config_lib.default()
+
+
 def _unknown_override(argv: Sequence[str], exc: Exception) -> errors.ConfigError:
   """The nearest-key error for the first --config.* override that is not a key."""
-  valid = set(config_lib.flat_keys(config_lib.default()))
+  cfg = _loaded_config(argv)
+  valid = set(config_lib.flat_keys(cfg))
   sections = {k.rsplit('.', i)[0] for k in valid for i in range(1, k.count('.') + 1)}
   for arg in argv:
     if arg.startswith('--config.'):
       key = arg[len('--config.') :].split('=', 1)[0]
       if key not in valid and key not in sections:
-        return config_lib.unknown_key_error(key)
+        return config_lib.unknown_key_error(key, cfg)
   return errors.ConfigError(f'invalid config: {exc}')
 
 

@@ -6,18 +6,28 @@ users' config files and command lines work unchanged.
 
 Life of a config: ``default()`` returns a *locked* ConfigDict (a config file can
 change values but a misspelled key is an error); a config file's
-``get_config()`` edits it; command-line overrides are applied; ``resolve()``
-builds the physical system (``system.molecule``, ``system.electrons``) and locks
-the result again.
+``get_config()`` edits it (a reference-style file starts from the unlocked
+``ferminet.base_config.default()`` and may add keys of its own); the ``ferminet``
+command locks what ``get_config()`` returns, then applies the command-line
+overrides (a misspelled ``--config.KEY`` is an error); ``resolve()`` calls
+``system.set_molecule`` if set, builds the physical system (``system.molecule``,
+``system.electrons``) and locks the result again.
+
+Every key of the reference's ``base_config.default()`` exists here. Those whose
+capability ferminet lacks, or that the reference itself ignores, are listed once,
+in ``REFERENCE_ONLY``: accepted at their default, one clear error otherwise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import enum
 import os
 import pathlib
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
@@ -25,8 +35,10 @@ from ml_collections import config_dict
 from ferminet import checkpoint, errors, molecules
 from ferminet import system as system_lib
 
-OPTIMIZERS = ('kfac', 'adam', 'none')
+OPTIMIZERS = ('kfac', 'adam', 'lamb', 'none')
 LAPLACIANS = ('forward', 'folx', 'hessian')
+# Other names of a Laplacian, as the reference spells them; resolve() replaces them.
+LAPLACIAN_ALIASES = {'default': 'hessian'}  # the reference's exact loop over 3N directions
 ENVELOPES = ('isotropic', 'diagonal', 'full')
 HF_METHODS = ('auto', 'rhf', 'uhf', 'rohf')
 # XLA CPU options the ``ferminet`` command adds to XLA_FLAGS (debug.cpu_xla_flags) unless
@@ -35,12 +47,25 @@ HF_METHODS = ('auto', 'rhf', 'uhf', 'rohf')
 CPU_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=',)
 
 
+class SystemType(enum.IntEnum):
+  """The reference's system types (``system.type``); only molecules exist."""
+
+  MOLECULE = 1
+
+  @classmethod
+  def has_value(cls, value: Any) -> bool:
+    """Whether ``value`` is a member or a member's integer value."""
+    return any(value is item or value == item.value for item in cls)
+
+
 def default() -> ml_collections.ConfigDict:
   """The default config: the only home of default values. Returned locked."""
   cfg = ml_collections.ConfigDict(
     {
       # Total number of walkers over all devices of all processes (hosts).
       'batch_size': 4096,
+      # The config module (the reference's bookkeeping; config files set it). No effect.
+      'config_module': 'ferminet.base_config',
       'system': {
         # Label for the reference table and ferminet-analyze (e.g. 'Li', 'N2'); set by
         # resolve(): the molecule name, with R=/angle= appended off the default geometry.
@@ -62,6 +87,18 @@ def default() -> ml_collections.ConfigDict:
         'charge': 0,  # total charge in e
         'spin_polarisation': config_dict.placeholder(int),  # n_alpha - n_beta
         'electrons': (),  # (n_alpha, n_beta); derived when empty
+        # A function cfg -> cfg that sets system.molecule (and often system.electrons)
+        # from the config's other keys, as in the reference's configs; resolve() calls
+        # it once the command-line overrides are applied and records its name here.
+        'set_molecule': None,
+        # Reference keys accepted at their default only (see REFERENCE_ONLY):
+        'type': SystemType.MOLECULE.value,
+        'ndim': 3,
+        'states': 0,  # excited states
+        'use_pp': False,  # pseudopotentials
+        'pp': {'type': 'ccecp', 'basis': 'ccecp-cc-pVDZ', 'symbols': None},
+        'make_local_energy_fn': '',
+        'make_local_energy_kwargs': {},
       },
       'network': {
         'network_type': 'ferminet',
@@ -72,7 +109,36 @@ def default() -> ml_collections.ConfigDict:
         'ferminet': {
           # (one-electron width, two-electron width) per layer.
           'hidden_dims': ((256, 32),) * 4,
+          # Reference keys accepted at their default only (see REFERENCE_ONLY):
+          'use_last_layer': False,
+          'separate_spin_channels': False,
+          'schnet_electron_electron_convolutions': (),
+          'electron_nuclear_aux_dims': (),
+          'nuclear_embedding_dim': 0,
+          'schnet_electron_nuclear_convolutions': (),
         },
+        # Reference keys accepted at their default only (see REFERENCE_ONLY):
+        'complex': False,
+        'psiformer': {
+          'num_layers': 4,
+          'num_heads': 4,
+          'heads_dim': 64,
+          'mlp_hidden_dims': (256,),
+          'use_layer_norm': True,
+        },
+        'jastrow': 'default',  # 'none' too: the FermiNet's default is no Jastrow factor
+        'rescale_inputs': False,
+        'make_feature_layer_fn': '',
+        'make_feature_layer_kwargs': {},
+        'make_envelope_fn': '',
+        'make_envelope_kwargs': {},
+      },
+      # Reference keys accepted at their default only (see REFERENCE_ONLY):
+      'observables': {
+        's2': False,
+        'density': False,
+        'density_basis': 'def2-tzvpd',
+        'dipole': False,
       },
       'mcmc': {
         'steps': 10,  # Metropolis steps per iteration
@@ -81,13 +147,22 @@ def default() -> ml_collections.ConfigDict:
         'move_width': 0.02,  # bohr: initial std of the Gaussian proposal
         'adapt_frequency': 1,  # iterations between width updates (see mcmc.adapt_width)
         'target_acceptance': 0.5,
+        # Reference keys accepted at their default only (see REFERENCE_ONLY):
+        'use_hmc': False,
+        'num_leapfrog_steps': 10,
+        'init_means': (),
+        'scale_by_nuclear_distance': False,
+        'blocks': 1,
       },
       'optim': {
         'objective': 'vmc',
         'iterations': 1000000,
-        'optimizer': 'kfac',  # kfac | adam | none (inference)
+        # kfac | adam | lamb (the reference's: clipped Adam with a trust ratio) | none
+        # (inference)
+        'optimizer': 'kfac',
         # forward (written for the FermiNet, fwdlap) | folx (generic forward Laplacian)
-        # | hessian (exact loop over 3N Hessian-vector products)
+        # | hessian (exact loop over 3N Hessian-vector products; 'default', the
+        # reference's name for it, is accepted and resolved to hessian)
         'laplacian': 'forward',
         # folx sparsity_threshold (laplacian=folx only); -1 = auto: 6 (sparse
         # two-electron stream) from 10 electrons on, else 0 (dense). Measured on CPU:
@@ -103,19 +178,28 @@ def default() -> ml_collections.ConfigDict:
         # (parameters, optimizer state, walkers) and counted in train_stats.csv
         # (column rolled_back); this many in a row stop the run.
         'max_nonfinite_steps': 10,
+        # True: as the reference, a non-finite step never stops the run (each is rolled
+        # back; max_nonfinite_steps is not applied).
+        'reset_if_nan': False,
         'lr': {'rate': 0.05, 'decay': 1.0, 'delay': 10000.0},
         'clip_local_energy': 5.0,  # in units of the mean absolute deviation
         'clip_median': False,
         'center_at_clip': True,
+        # Reference keys accepted at their default only (see REFERENCE_ONLY):
+        'vmc_weight': 0.0,
+        'spin_energy': 0.0,
+        'overlap': {'weights': None, 'penalty': 1.0},
         'kfac': {
           'invert_every': 1,
           'cov_update_every': 1,
           'damping': 0.001,
           'cov_ema_decay': 0.95,
           'momentum': 0.0,
+          'momentum_type': 'regular',  # the reference's; accepted at this value only
           # Accepted for reference configs, but only this value: kfac-jax reads it only
           # with adaptive damping, which is not used (here or in the reference).
           'min_damping': 1.0e-4,
+          'mean_center': True,  # the reference's; accepted at this value only
           'norm_constraint': 0.001,
           'l2_reg': 0.0,
           'register_only_generic': False,
@@ -131,12 +215,19 @@ def default() -> ml_collections.ConfigDict:
         'hf_method': 'auto',  # auto (RHF closed / UHF open shell) | rhf | uhf | rohf
         'scf_fraction': 1.0,  # fraction of walker moves that sample HF, not the network
         'lr': 3.0e-4,
+        'excitation_type': 'ordered',  # the reference's, excited states only; this value only
       },
       'log': {
+        # Iterations between rows of train_stats.csv (and updates of its progress line).
+        'stats_frequency': 1,
         'save_frequency': 10.0,  # minutes
         'keep_checkpoints': 3,  # newest periodic checkpoints kept (plus the final one)
         'save_path': '',
         'restore_path': '',
+        # The reference's, marked not functional there; accepted at False only.
+        'walkers': False,
+        'local_energies': False,
+        'features': False,
       },
       'distributed': {
         # Several processes (hosts) on JAX's distributed runtime. Explicit: the first
@@ -158,6 +249,9 @@ def default() -> ml_collections.ConfigDict:
         # so that two runs on the same machine give identical train_stats.csv.
         'deterministic': False,
         'seed': 0,
+        # True: the first iteration whose energy, parameters or optimizer state are not
+        # finite stops the run with an error (its state is rolled back and saved first).
+        'check_nan': False,
         'float64': False,
         # Minutes without a finished step (pretraining, burn-in or training) after which
         # the run counts as stuck: it prints the stage and exits with status 3. Raised to
@@ -171,6 +265,138 @@ def default() -> ml_collections.ConfigDict:
   )
   cfg.lock()
   return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceOnly:
+  """A key of the reference's config that ferminet accepts only at ``allowed`` values.
+
+  Attributes:
+    key: dotted key, e.g. 'system.use_pp'.
+    allowed: the accepted values; the first is the default (the reference's).
+    needs: what another value needs: a capability ferminet lacks (``ignored`` False),
+      or why it would change nothing (``ignored`` True: the reference ignores it too).
+    ignored: see ``needs``.
+  """
+
+  key: str
+  allowed: tuple
+  needs: str
+  ignored: bool = False
+
+  def error(self, value: Any) -> errors.ConfigError:
+    """The one-line error for ``value``."""
+    if self.ignored:
+      return errors.ConfigError(
+        f'{self.key} = {value!r} would have no effect: {self.needs}; leave {self.key} at '
+        f'{self.allowed[0]!r}'
+      )
+    return errors.ConfigError(
+      f'{self.key} = {value!r} needs {self.needs}, which ferminet does not implement yet; '
+      f'leave {self.key} at {self.allowed[0]!r} (the default)'
+    )
+
+
+_PSIFORMER = 'the Psiformer ansatz'
+_EXCITED = 'excited states'
+_PP = 'pseudopotentials'
+_NO_HMC = 'the reference does not use its HMC options either (it samples with Metropolis moves)'
+_LOG_NOT_FUNCTIONAL = 'the reference marks this logging option as not functional'
+# The one list of the reference's keys ferminet accepts only at their default (or at the
+# values listed). check() reads it; ferminet's own keys are checked there, not here.
+REFERENCE_ONLY = tuple(
+  ReferenceOnly(*entry)
+  for entry in (
+    ('system.type', (SystemType.MOLECULE.value,), 'system types other than molecules'),
+    ('system.ndim', (3,), 'systems in other than three dimensions'),
+    ('system.states', (0,), _EXCITED),
+    ('system.use_pp', (False,), _PP),
+    ('system.pp.type', ('ccecp',), _PP),
+    ('system.pp.basis', ('ccecp-cc-pVDZ',), _PP),
+    ('system.pp.symbols', (None,), _PP),
+    ('system.make_local_energy_fn', ('',), 'custom Hamiltonians (e.g. periodic systems)'),
+    ('system.make_local_energy_kwargs', ({},), 'custom Hamiltonians (e.g. periodic systems)'),
+    ('optim.objective', ('vmc',), "objectives other than 'vmc' (wqmc, vmc_overlap)"),
+    ('optim.vmc_weight', (0.0,), "Wasserstein QMC (optim.objective 'wqmc')"),
+    ('optim.spin_energy', (0.0,), 'a spin penalty (S²) in the Hamiltonian'),
+    ('optim.overlap.weights', (None,), f"{_EXCITED} (optim.objective 'vmc_overlap')"),
+    ('optim.overlap.penalty', (1.0,), f"{_EXCITED} (optim.objective 'vmc_overlap')"),
+    ('pretrain.excitation_type', ('ordered',), f'{_EXCITED} (their pretraining)'),
+    ('mcmc.scale_by_nuclear_distance', (False,), 'MCMC moves scaled by the nuclear distance'),
+    ('mcmc.blocks', (1,), 'MCMC moves of blocks of electrons'),
+    ('network.network_type', ('ferminet',), f"{_PSIFORMER} (network_type 'psiformer')"),
+    ('network.complex', (False,), 'complex-valued wavefunctions'),
+    ('network.ferminet.use_last_layer', (False,), 'the two-electron stream in the last layer'),
+    ('network.ferminet.separate_spin_channels', (False,), 'separate same/opposite-spin weights'),
+    ('network.ferminet.schnet_electron_electron_convolutions', ((),), 'SchNet convolutions'),
+    ('network.ferminet.electron_nuclear_aux_dims', ((),), 'an electron-nuclear stream'),
+    ('network.ferminet.nuclear_embedding_dim', (0,), 'SchNet convolutions'),
+    ('network.ferminet.schnet_electron_nuclear_convolutions', ((),), 'SchNet convolutions'),
+    ('network.psiformer.num_layers', (4,), _PSIFORMER),
+    ('network.psiformer.num_heads', (4,), _PSIFORMER),
+    ('network.psiformer.heads_dim', (64,), _PSIFORMER),
+    ('network.psiformer.mlp_hidden_dims', ((256,),), _PSIFORMER),
+    ('network.psiformer.use_layer_norm', (True,), _PSIFORMER),
+    ('network.jastrow', ('default', 'none'), "Jastrow factors (network.jastrow 'simple_ee')"),
+    ('network.rescale_inputs', (False,), 'log-rescaled network inputs'),
+    ('network.make_feature_layer_fn', ('',), 'custom feature layers'),
+    ('network.make_feature_layer_kwargs', ({},), 'custom feature layers'),
+    ('network.make_envelope_fn', ('',), 'custom envelopes'),
+    ('network.make_envelope_kwargs', ({},), 'custom envelopes'),
+    ('observables.s2', (False,), 'observables (S²)'),
+    ('observables.density', (False,), 'observables (the density matrix)'),
+    ('observables.density_basis', ('def2-tzvpd',), 'observables (the density matrix)'),
+    ('observables.dipole', (False,), 'observables (the dipole moment)'),
+    # Ignored by the reference too:
+    ('optim.kfac.momentum_type', ('regular',), 'the reference does not pass it to kfac-jax', True),
+    ('optim.kfac.mean_center', (True,), 'the reference does not pass it to kfac-jax', True),
+    (
+      'optim.kfac.min_damping',
+      (1.0e-4,),
+      'kfac-jax applies it only with adaptive damping, which ferminet (like the reference) '
+      'does not use; the damping is optim.kfac.damping throughout',
+      True,
+    ),
+    ('mcmc.use_hmc', (False,), _NO_HMC, True),
+    ('mcmc.num_leapfrog_steps', (10,), _NO_HMC, True),
+    ('mcmc.init_means', ((),), "the reference's JAX code does not implement it", True),
+    ('log.walkers', (False,), _LOG_NOT_FUNCTIONAL, True),
+    ('log.local_energies', (False,), _LOG_NOT_FUNCTIONAL, True),
+    ('log.features', (False,), _LOG_NOT_FUNCTIONAL, True),
+  )
+)
+
+
+def _plain(value: Any) -> Any:
+  """A config value as plain Python for comparison: dicts for ConfigDicts, tuples for lists."""
+  if isinstance(value, ml_collections.ConfigDict):
+    value = value.to_dict()
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return tuple(_plain(v) for v in value)
+  return value
+
+
+def get_key(cfg: ml_collections.ConfigDict, key: str) -> Any:
+  """The value at a dotted key, e.g. get_key(cfg, 'optim.lr.rate')."""
+  value = cfg
+  for part in key.split('.'):
+    value = value[part]
+  return value
+
+
+def _check_reference_only(cfg: ml_collections.ConfigDict) -> None:
+  for entry in REFERENCE_ONLY:
+    value = _plain(get_key(cfg, entry.key))
+    if not any(_same(value, allowed) for allowed in entry.allowed):
+      raise entry.error(value)
+
+
+def _same(value: Any, allowed: Any) -> bool:
+  if isinstance(value, bool) or isinstance(allowed, bool):
+    return value is allowed  # True is not the 1 of a count, nor False its 0
+  return value == allowed
 
 
 def flat_keys(cfg: ml_collections.ConfigDict, prefix: str = '') -> Iterator[str]:
@@ -248,13 +474,24 @@ def build_system(cfg: ml_collections.ConfigDict) -> system_lib.System:
 
 def check(cfg: ml_collections.ConfigDict) -> None:
   """Checks values that do not depend on the system; raises ConfigError."""
+  _check_reference_only(cfg)
   _check_choice('optim.optimizer', cfg.optim.optimizer, OPTIMIZERS)
-  _check_choice('optim.laplacian', cfg.optim.laplacian, LAPLACIANS)
+  _check_choice('optim.laplacian', cfg.optim.laplacian, (*LAPLACIANS, *LAPLACIAN_ALIASES))
   _check_choice('network.envelope_type', cfg.network.envelope_type, ENVELOPES)
   _check_choice('pretrain.hf_method', cfg.pretrain.hf_method, HF_METHODS)
-  _check_choice('network.network_type', cfg.network.network_type, ('ferminet',))
-  _check_choice('optim.objective', cfg.optim.objective, ('vmc',))
   _check_choice('pretrain.method', cfg.pretrain.method, ('hf',))
+  if not cfg.pretrain.basis:
+    raise errors.ConfigError(
+      'pretrain.basis is not set (e.g. a PySCF Mole with a basis per element gives None); '
+      'set it, e.g. --config.pretrain.basis ccpvdz'
+    )
+  if cfg.log.stats_frequency < 1:
+    raise errors.ConfigError(f'log.stats_frequency must be >= 1, got {cfg.log.stats_frequency}')
+  setter = cfg.system.set_molecule
+  if not (setter is None or callable(setter) or isinstance(setter, str)):
+    raise errors.ConfigError(
+      f'system.set_molecule must be a function cfg -> cfg, got {type(setter).__name__}'
+    )
   if cfg.batch_size <= 0:
     raise errors.ConfigError(f'batch_size must be > 0, got {cfg.batch_size}')
   for key in ('optim.iterations', 'pretrain.iterations', 'mcmc.burn_in'):
@@ -337,13 +574,6 @@ def _check_kfac(k: ml_collections.ConfigDict) -> None:
   for key in ('momentum', 'l2_reg'):
     if k[key] < 0:
       raise errors.ConfigError(f'optim.kfac.{key} must be >= 0, got {k[key]}')
-  default_min = default().optim.kfac.min_damping
-  if k.min_damping != default_min:
-    raise errors.ConfigError(
-      f'optim.kfac.min_damping {k.min_damping} would have no effect: kfac-jax applies it only '
-      'with adaptive damping, which ferminet (like the reference) does not use; the damping '
-      f'is optim.kfac.damping throughout. Leave min_damping at {default_min}'
-    )
 
 
 def _check_paths(log: ml_collections.ConfigDict) -> None:
@@ -377,15 +607,56 @@ def _atom_label(symbol: str, system: system_lib.System) -> str:
   return system.atoms[0].symbol + suffix
 
 
+def apply_set_molecule(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Calls ``system.set_molecule`` (a function cfg -> cfg) if it is set, as the reference does.
+
+  The function's name replaces it (so the config stays serialisable and a second
+  call does nothing). When it set ``system.molecule`` or ``system.pyscf_mol``, those
+  define the nuclei: ``system.atom`` and ``system.molecule_name``, which reference
+  files use as the function's inputs, are cleared.
+
+  Raises:
+    errors.ConfigError: the function failed (its error in one line).
+  """
+  setter = cfg.system.set_molecule
+  if not callable(setter):
+    return cfg
+  name = getattr(setter, '__name__', type(setter).__name__)
+  try:
+    out = setter(cfg)
+  except errors.FermiNetError:
+    raise
+  except Exception as e:  # noqa: BLE001 - any failure of a config file's function
+    message = ' '.join(str(e).split())
+    raise errors.ConfigError(
+      f'system.set_molecule ({name}) failed: {type(e).__name__}: {message}'
+    ) from e
+  if out is not None:  # the reference's functions return the config; None: edited in place
+    if not isinstance(out, ml_collections.ConfigDict):
+      raise errors.ConfigError(
+        f'system.set_molecule ({name}) returned {type(out).__name__}, not the config'
+      )
+    cfg = out
+  with cfg.ignore_type():
+    cfg.system.set_molecule = name
+  if cfg.system.molecule or cfg.system.pyscf_mol is not None:
+    with cfg.unlocked():
+      cfg.system.atom = ''
+      cfg.system.molecule_name = ''
+  return cfg
+
+
 def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks the config, derives the system and locks it.
+  """Calls ``system.set_molecule``, checks the config, derives the system and locks it.
 
   Sets ``cfg.system.molecule`` (list of :class:`system.Atom`, bohr) and
-  ``cfg.system.electrons`` ((n_alpha, n_beta)). Idempotent.
+  ``cfg.system.electrons`` ((n_alpha, n_beta)), and replaces a Laplacian alias
+  (``optim.laplacian`` 'default') by the method it names. Idempotent.
 
   Raises:
     errors.FermiNetError: on any inconsistency, with a one-line message.
   """
+  cfg = apply_set_molecule(cfg)
   check(cfg)
   system = build_system(cfg)
   mol = cfg.system.pyscf_mol
@@ -403,6 +674,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       cfg.system.name = molecules.label(s.molecule_name, s.bond_length, s.angle, s.units or 'bohr')
     elif not cfg.system.name:
       cfg.system.name = _atom_label(cfg.system.atom, system)
+    cfg.optim.laplacian = LAPLACIAN_ALIASES.get(cfg.optim.laplacian, cfg.optim.laplacian)
     cfg.system.molecule = list(system.atoms)
     cfg.system.electrons = tuple(system.electrons)
     # The atoms now define the system; further resolves must not rebuild it

@@ -1,4 +1,4 @@
-"""Optimizers behind one interface: kfac (kfac-jax), adam (optax) and none.
+"""Optimizers behind one interface: kfac (kfac-jax), adam and lamb (optax) and none.
 
 All functions work on the device layout of ``train.py``: parameters and
 optimizer state replicated over local devices (leading axis), walkers sharded
@@ -172,19 +172,43 @@ def _make_none(loss: LossFn) -> Optimizer:
   )
 
 
+# LAMB as the reference configures it (fixed settings, no config keys): gradients clipped
+# to global norm 1, Adam moments with eps 1e-7, each layer's step scaled by the ratio of
+# its parameter norm to its update norm (optax.scale_by_trust_ratio), then the schedule.
+LAMB_CLIP_NORM = 1.0
+LAMB_EPS = 1.0e-7
+
+
+def optax_transform(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The optax update of ``cfg.optim.optimizer`` 'adam' or 'lamb' (descent: the negated,
+  scheduled step; the learning rate of ``cfg.optim.lr``)."""
+  schedule = optax.scale_by_schedule(learning_rate_schedule(cfg))
+  name = cfg.optim.optimizer
+  if name == 'adam':
+    a = cfg.optim.adam
+    return optax.chain(
+      optax.scale_by_adam(b1=a.b1, b2=a.b2, eps=a.eps, eps_root=a.eps_root),
+      schedule,
+      optax.scale(-1.0),
+    )
+  if name == 'lamb':
+    return optax.chain(
+      optax.clip_by_global_norm(LAMB_CLIP_NORM),
+      optax.scale_by_adam(eps=LAMB_EPS),
+      optax.scale_by_trust_ratio(),
+      schedule,
+      optax.scale(-1.0),
+    )
+  raise ValueError(f'{name!r} is not an optax optimizer')
+
+
 def make(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
   """The optimizer named by ``cfg.optim.optimizer`` for the VMC ``loss``."""
   name = cfg.optim.optimizer
   if name == 'kfac':
     return _make_kfac(loss, cfg)
-  if name == 'adam':
-    a = cfg.optim.adam
-    transform = optax.chain(
-      optax.scale_by_adam(b1=a.b1, b2=a.b2, eps=a.eps, eps_root=a.eps_root),
-      optax.scale_by_schedule(learning_rate_schedule(cfg)),
-      optax.scale(-1.0),
-    )
-    return _make_optax(loss, transform, 'adam')
+  if name in ('adam', 'lamb'):
+    return _make_optax(loss, optax_transform(cfg), name)
   if name == 'none':
     return _make_none(loss)
   raise ValueError(f'unknown optimizer {name!r}')

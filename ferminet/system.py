@@ -36,18 +36,26 @@ def unit_scale(units: str) -> float:
 class Atom:
   """One nucleus.
 
+  The same class is ``ferminet.utils.system.Atom``, with the reference FermiNet's
+  fields in its order, so that its config files' ``system.Atom('H', (0, 0, 0.7))``
+  (positional or keyword) work unchanged.
+
   Attributes:
     symbol: element symbol, H–Kr.
     coords: position in bohr, shape (3,). Given in ``units`` at construction and
       converted to bohr once.
     charge: nuclear charge in units of e; defaults to the atomic number (a
       different value models e.g. a fractional nuclear charge).
-    units: the units ``coords`` were given in ('bohr' or 'angstrom').
+    atomic_number: defaults to the element's Z; the number of electrons of the
+      neutral atom (counted when electrons are derived from the charge).
+    units: the units ``coords`` were given in ('bohr' or 'angstrom'); 'bohr' once
+      made, since ``coords`` are then in bohr.
   """
 
   symbol: str
   coords: tuple[float, float, float] = (0.0, 0.0, 0.0)
   charge: float | None = None
+  atomic_number: int | None = None
   units: str = 'bohr'
 
   def __post_init__(self):
@@ -67,10 +75,27 @@ class Atom:
     if charge <= 0:
       raise errors.InvalidSystemError(f'atom {self.symbol}: nuclear charge must be > 0')
     object.__setattr__(self, 'charge', charge)
+    z = element.atomic_number if self.atomic_number is None else self.atomic_number
+    if int(z) != z or z < 1:
+      raise errors.InvalidSystemError(
+        f'atom {self.symbol}: atomic_number must be a positive integer, got {z!r}'
+      )
+    object.__setattr__(self, 'atomic_number', int(z))
 
   @property
-  def atomic_number(self) -> int:
-    return elements.get(self.symbol).atomic_number
+  def element(self) -> elements.Element:
+    """The element of ``symbol``."""
+    return elements.get(self.symbol)
+
+  @property
+  def coords_array(self) -> np.ndarray:
+    """``coords`` as a float array, shape (3,), bohr."""
+    return np.array(self.coords, dtype=float)
+
+  @property
+  def coords_angstrom(self) -> list[float]:
+    """``coords`` in angstrom (a list, as in the reference)."""
+    return [c / BOHR_PER_ANGSTROM for c in self.coords]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -608,18 +608,21 @@ def inference_command(
 class _Recorder:
   """Statistics of iterations, fetched from the devices in batches; process 0 writes the CSV.
 
-  Keeps this segment's energies (every process) and counts rolled-back
-  (non-finite) iterations: ``failures`` in a row and in total.
+  Writes a row for every ``every``-th step (``log.stats_frequency``; steps divisible
+  by it, as the reference). Keeps this segment's energies (every process, every step)
+  and counts rolled-back (non-finite) iterations: ``failures`` in a row and in total.
   """
 
-  def __init__(self, csv_path: pathlib.Path, first_step: int):
+  def __init__(self, csv_path: pathlib.Path, first_step: int, every: int = 1):
     main = parallel.is_main()
     self.writer = writers.StatsWriter(csv_path, first_step=first_step) if main else None
+    self.every = every
     self.pending: list[tuple[int, dict[str, jax.Array]]] = []
     self.energies: list[float] = []
     self.failures = 0  # consecutive rolled-back iterations, up to the last flush
     self.total_failures = 0
-    self.first_failure = -1
+    self.first_failure = -1  # first step of the current run of failures
+    self.first_nonfinite = -1  # first rolled-back step of this segment
 
   def add(self, step: int, stats: dict[str, jax.Array]) -> None:
     self.pending.append((step, stats))
@@ -630,14 +633,17 @@ class _Recorder:
       ok = bool(stats['ok'][0])
       energy = float(stats['energy'][0])
       self.energies.append(energy)
-      if self.writer is not None:
+      if self.writer is not None and step % self.every == 0:
         self.writer.write(
           step, energy, float(stats['pmove'][0]), float(stats['variance'][0]), rolled_back=not ok
         )
+      elif self.writer is not None:
+        self.writer.observe(energy)  # ewmean follows every step, as in the reference
       if ok:
         self.failures = 0
       else:
         self.first_failure = step if self.failures == 0 else self.first_failure
+        self.first_nonfinite = step if self.total_failures == 0 else self.first_nonfinite
         self.failures += 1
         self.total_failures += 1
     self.pending.clear()
@@ -681,12 +687,14 @@ def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[Train
   Raises:
     errors.Interrupted: after SIGTERM/SIGINT, once the state is saved.
     errors.NonFiniteError: after ``optim.max_nonfinite_steps`` rolled-back
-      iterations in a row, once the last finite state is saved.
+      iterations in a row (never with ``optim.reset_if_nan``), or after the first
+      one with ``debug.check_nan`` (which then fetches statistics every iteration),
+      once the last finite state is saved.
   """
   cfg = run.cfg
   total = cfg.optim.iterations
   single = parallel.process_count() == 1
-  recorder = _Recorder(csv_path, state.step)
+  recorder = _Recorder(csv_path, state.step, cfg.log.stats_frequency)
   label = 'inference' if run.inference else 'train'
   progress = writers.Progress(label, total, start=state.step, enabled=parallel.is_main())
   last_save = last_agree = time.monotonic()
@@ -699,7 +707,7 @@ def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[Train
       recorder.add(state.step - 1, stats)
       save_due = time.monotonic() - last_save > 60 * cfg.log.save_frequency
       signalled = run.stop.requested is not None
-      agree = len(recorder.pending) >= interval or state.step >= total
+      agree = len(recorder.pending) >= interval or state.step >= total or cfg.debug.check_nan
       if not (agree or (single and (progress.due(state.step) or save_due or signalled))):
         continue
       done = len(recorder.pending)
@@ -708,7 +716,14 @@ def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[Train
       (stop, save_due), seconds = parallel.agree((signalled, save_due), (now - last_agree) / done)
       interval, last_agree = agreement_interval(seconds), now
       progress.update(state.step, recorder.line())
-      if recorder.failures >= cfg.optim.max_nonfinite_steps:
+      if cfg.debug.check_nan and recorder.total_failures:
+        where = save(run, state)
+        raise errors.NonFiniteError(
+          f'debug.check_nan: step {recorder.first_nonfinite} gave a non-finite energy or '
+          f'state; it was rolled back and the last finite state is saved in {where}. Lower '
+          'optim.lr.rate or raise optim.kfac.damping, then rerun to continue'
+        )
+      if not cfg.optim.reset_if_nan and recorder.failures >= cfg.optim.max_nonfinite_steps:
         where = save(run, state)
         raise errors.NonFiniteError(
           f'{recorder.failures} iterations in a row (from step {recorder.first_failure}) '

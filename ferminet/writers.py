@@ -71,18 +71,23 @@ class StatsWriter:
   ) -> None:
     """One row: energy in Ha, variance in Ha²; a non-finite energy leaves ewmean as it is."""
     self.last = {'step': step, 'energy': energy, 'pmove': pmove, 'variance': variance}
-    if math.isfinite(energy) and self.ewmean is None:
-      self.ewmean, self.ewvar = energy, 0.0
-    elif math.isfinite(energy):
-      delta = energy - self.ewmean
-      self.ewmean += EW_ALPHA * delta
-      self.ewvar = (1 - EW_ALPHA) * (self.ewvar + EW_ALPHA * delta**2)
+    self.observe(energy)
     ewmean = float('nan') if self.ewmean is None else self.ewmean
     with _reporting_write_errors(self.path):
       self._writer.writerow(
           [step, f'{energy:.10g}', repr(ewmean), repr(self.ewvar), f'{pmove:.4f}',
            f'{variance:.6g}', int(rolled_back)]
       )  # fmt: skip
+
+  def observe(self, energy: float) -> None:
+    """Updates ewmean and ewvar with an energy (Ha); :meth:`write` calls it, and it is
+    called alone for a step without a row (``log.stats_frequency``). Non-finite: ignored."""
+    if math.isfinite(energy) and self.ewmean is None:
+      self.ewmean, self.ewvar = energy, 0.0
+    elif math.isfinite(energy):
+      delta = energy - self.ewmean
+      self.ewmean += EW_ALPHA * delta
+      self.ewvar = (1 - EW_ALPHA) * (self.ewvar + EW_ALPHA * delta**2)
 
   def flush(self) -> None:
     with _reporting_write_errors(self.path):
