@@ -7,7 +7,7 @@ Usage:
 
 A --config path that does not exist from the working directory but ends in
 configs/NAME.py (or ferminet/configs/NAME.py) is the shipped config NAME.py, so the
-shipped configs work from any folder, installed or not (see --config below for the names).
+shipped configs work from any folder, installed or not (their names are listed below).
 
 Any config key can be overridden with --config.KEY VALUE (see ferminet/config.py
 for every key and its default). --dry_run resolves the config, prints one
@@ -251,7 +251,8 @@ def _main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point."""
-  sys.modules['__main__'].__doc__ = __doc__  # what --help prints
+  # What --help prints: this docstring and the shipped configs.
+  sys.modules['__main__'].__doc__ = f'{__doc__}\nShipped configs: {_shipped_list()}.\n'
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)  # no TPU probe noise
   try:
     app.run(_main, flags_parser=_parse_flags)

@@ -3,6 +3,7 @@ the reference's semantics (same command line, same molecule) of each."""
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import venv
@@ -255,8 +256,11 @@ def test_non_editable_install_finds_its_configs(tmp_path):
   ours = [p for p in sys.path if p.endswith('site-packages') and os.path.isdir(p)]
   pathlib.Path(site, 'dependencies.pth').write_text('\n'.join(ours) + '\n')
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  source = tmp_path / 'source'  # a copy: the build leaves build/ and *.egg-info in the tree
+  skip = ('.git', '.venv*', 'build', 'dist', '*.egg-info', '__pycache__', '.*_cache', 'ferminet_*')
+  shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*skip))
   subprocess.run(
-    [python, '-m', 'pip', 'install', '-q', '--no-deps', str(ROOT)],
+    [python, '-m', 'pip', 'install', '-q', '--no-deps', str(source)],
     check=True, env=env, cwd=tmp_path, timeout=600,
   )  # fmt: skip
   work = tmp_path / 'elsewhere'
