@@ -41,7 +41,7 @@ import time
 # network overrides ('tiny' is for the smoke test only).
 CASES = {
   'Li': ({'atom': 'Li'}, (256, 64), (256, 64), {}),
-  'N2': ({'molecule_name': 'N2'}, (128, 32), (64, 16), {}),
+  'N2': ({'molecule_name': 'N2', 'bond_length': 2.068}, (128, 32), (64, 16), {}),  # paper, bohr
   'C2H4': ({'molecule_name': 'C2H4'}, (64, 16), (32, 8), {}),
   'bicyclobutane': ({'molecule_name': 'bicyclobutane'}, (32, 8), (8, 4), {}),
   'tiny': ({'atom': 'Li'}, (4, 4), (4, 4), {'determinants': 1, 'hidden_dims': ((8, 4),)}),

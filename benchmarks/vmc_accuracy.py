@@ -25,7 +25,7 @@ MEDIUM = ((64, 16), (64, 16), (64, 16))
 CASES = {
   'H': ({'atom': 'H'}, 256, SMALL, 4, 100, 1000),
   'He': ({'atom': 'He'}, 512, SMALL, 4, 200, 2000),
-  'H2': ({'molecule_name': 'H2'}, 512, SMALL, 4, 200, 2000),
+  'H2': ({'molecule_name': 'H2', 'bond_length': 1.4}, 512, SMALL, 4, 200, 2000),  # bohr
   'Li': ({'atom': 'Li'}, 512, MEDIUM, 8, 200, 3000),
   'li_default': ({'atom': 'Li'}, 256, None, None, 1000, 1000),
 }

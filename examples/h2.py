@@ -12,6 +12,7 @@ from ferminet import config, train
 def main():
   cfg = config.default()
   cfg.system.molecule_name = 'H2'
+  cfg.system.bond_length = 1.4  # bohr (without it: the G3 bond, 0.737164 Å)
   cfg.batch_size = 256
   cfg.network.determinants = 4
   cfg.network.ferminet.hidden_dims = ((64, 16), (64, 16))

@@ -1,9 +1,13 @@
 """The ``ferminet`` command: absl flags, config resolution, dry run, clean errors.
 
 Usage:
-    ferminet --config configs/atom.py --config.system.atom Li --config.batch_size 256
+    ferminet --config ferminet/configs/atom.py --config.system.atom Li --config.batch_size 256
     ferminet --config configs/diatomic.py --config.system.molecule_name N2 --dry_run
     ferminet --config configs/organic.py --config.system.molecule_name CH4
+
+A --config path that does not exist from the working directory but ends in
+configs/NAME.py (or ferminet/configs/NAME.py) is the shipped config NAME.py, so the
+shipped configs work from any folder, installed or not (their names are listed below).
 
 Any config key can be overridden with --config.KEY VALUE (see ferminet/config.py
 for every key and its default). The config that get_config() returns is locked
@@ -28,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import pathlib
 import re
 import sys
 from collections.abc import Sequence
@@ -40,10 +45,39 @@ from ml_collections import config_flags
 from ferminet import config as config_lib
 from ferminet import errors
 
+# The shipped config files: package data of ferminet (the checkout's top-level configs/ is
+# a symlink to this folder).
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / 'configs'
+
+
+def shipped_configs() -> list[str]:
+  """File names of the shipped configs, e.g. ['atom.py', 'diatomic.py', ...]."""
+  return sorted(p.name for p in CONFIG_DIR.glob('*.py') if not p.name.startswith('_'))
+
+
+def _shipped_list() -> str:
+  return ', '.join(f'configs/{name}' for name in shipped_configs())
+
+
+def shipped_config_path(path: str) -> str | None:
+  """The shipped config a ``--config`` path names, when the path does not exist.
+
+  A relative path ending in ``configs/NAME.py`` (e.g. the reference's spelling
+  ``ferminet/configs/atom.py``, or ``configs/atom.py`` run from another folder) is
+  CONFIG_DIR/NAME.py if that is a shipped config; else None.
+  """
+  parts = pathlib.PurePath(path).parts
+  if os.path.exists(path) or os.path.isabs(path) or len(parts) < 2 or parts[-2] != 'configs':
+    return None
+  shipped = CONFIG_DIR / parts[-1]
+  return str(shipped) if parts[-1] in shipped_configs() else None
+
+
 _CONFIG = config_flags.DEFINE_config_file(
   'config',
   None,
-  'Path of a config file (e.g. configs/atom.py); override keys with --config.KEY VALUE.',
+  'Path of a config file; override keys with --config.KEY VALUE. Shipped (from any folder, '
+  f'also spelt ferminet/configs/NAME.py): {_shipped_list()}.',
   lock_config=True,  # locked after get_config(), before the overrides: typos are errors
 )
 _DRY_RUN = flags.DEFINE_bool(
@@ -71,9 +105,12 @@ def _causes(exc: BaseException):
 
 def _parse_flags(argv: Sequence[str]) -> list[str]:
   """absl flag parsing with config-file and override mistakes turned into one line."""
+  argv = _with_shipped_config(argv)
   path = _config_arg(argv).split(':', 1)[0]
   if path and not os.path.isfile(path):
-    _fail(f'config file {path!r} does not exist (e.g. --config configs/atom.py)')
+    _fail(
+      f'config file {path!r} does not exist; shipped configs (from any folder): {_shipped_list()}'
+    )
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # noqa: BLE001 - every parse failure is an input error
@@ -92,6 +129,25 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
       _fail(_clean_flag_message(str(e)))
     _fail(f'could not load the config: {type(e).__name__}: {e}')
   return []  # unreachable
+
+
+def _with_shipped_config(argv: Sequence[str]) -> list[str]:
+  """``argv`` with a --config path that names a shipped config (see shipped_config_path)
+  replaced by that file's path; a ``:arg`` suffix for config_flags is kept."""
+  argv = list(argv)
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      index, value, prefix = i, arg.split('=', 1)[1], '--config='
+    elif arg == '--config' and i + 1 < len(argv):
+      index, value, prefix = i + 1, argv[i + 1], ''
+    else:
+      continue
+    path, colon, suffix = value.partition(':')
+    shipped = shipped_config_path(path)
+    if shipped is not None:
+      argv[index] = prefix + shipped + colon + suffix
+    break
+  return argv
 
 
 def _config_arg(argv: Sequence[str]) -> str:
@@ -181,7 +237,10 @@ def _main(argv: Sequence[str]) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)  # kfac-jax logs every block at INFO
   cfg = _CONFIG.value
   if cfg is None:
-    _fail('no config given: use --config configs/atom.py --config.system.atom Li')
+    _fail(
+      'no config given: use e.g. --config configs/atom.py --config.system.atom Li '
+      f'(shipped: {_shipped_list()})'
+    )
   try:
     cfg = config_lib.resolve(cfg)
     added = config_lib.apply_cpu_xla_flags() if cfg.debug.cpu_xla_flags else []
@@ -214,7 +273,8 @@ def _main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point."""
-  sys.modules['__main__'].__doc__ = __doc__  # what --help prints
+  # What --help prints: this docstring and the shipped configs.
+  sys.modules['__main__'].__doc__ = f'{__doc__}\nShipped configs: {_shipped_list()}.\n'
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)  # no TPU probe noise
   try:
     app.run(_main, flags_parser=_parse_flags)

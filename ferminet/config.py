@@ -77,14 +77,24 @@ def default() -> ml_collections.ConfigDict:
         'pyscf_mol': None,  # a built pyscf.gto.Mole
         'molecule': config_dict.placeholder(list),  # list of system.Atom
         # Parameters of a named structure, None: its default (see ferminet.molecules).
-        # bond_length in system.units: diatomics the bond, H4 the circle radius
-        # (3.2843 bohr), H10 the spacing (1.8 bohr).
+        # bond_length in system.units: diatomics the bond (default: the G3 bond length
+        # of DeepMind's configs/diatomic.py, in angstrom), H4 the circle radius (1.738
+        # angstrom; or system.radius), Hn and H10 the spacing (1.4 and 1.8 bohr).
         'bond_length': config_dict.placeholder(float),
+        # Diatomics only: the bond is bond_length (or its default) times this, e.g. 1.2 for
+        # a stretched bond (configs/diatomic.py, as in the reference).
+        'bond_length_multiple': 1.0,
+        'radius': config_dict.placeholder(float),  # H4 only: circle radius in system.units
         'angle': config_dict.placeholder(float),  # degrees, H4 only (90: square)
-        # Units of bond_length and of system.molecule coordinates (default bohr) and of
-        # an xyz file without a units= comment (default angstrom, the xyz convention).
+        'natoms': config_dict.placeholder(int),  # Hn only: number of H atoms (default 2)
+        # Units of bond_length, radius and system.molecule coordinates (default bohr; the
+        # diatomic and h4 configs set angstrom, as the reference's do) and of an xyz file
+        # without a units= comment (default angstrom, the xyz convention).
         'units': config_dict.placeholder(str),
         'charge': 0,  # total charge in e
+        # system.atom only: added to the atom's nuclear charge, in e (e.g. 0.1: Z + 0.1);
+        # the electrons stay those of the integer atom and system.charge (reference atom.py).
+        'delta_charge': 0.0,
         'spin_polarisation': config_dict.placeholder(int),  # n_alpha - n_beta
         'electrons': (),  # (n_alpha, n_beta); derived when empty
         # A function cfg -> cfg that sets system.molecule (and often system.electrons)
@@ -450,10 +460,26 @@ def build_system(cfg: ml_collections.ConfigDict) -> system_lib.System:
       'may set one already, e.g. configs/atom.py sets system.atom: clear it with '
       "--config.system.atom '' or use the config file made for the other)"
     )
+  if s.delta_charge and not s.atom:
+    raise errors.ConfigError(
+      f'system.delta_charge ({s.delta_charge}) changes the nuclear charge of system.atom '
+      '(configs/atom.py) and applies to nothing else'
+    )
+  other = s.atom or s.xyz or s.pyscf_mol is not None  # (cleared once resolved)
+  for key, unset in (('radius', None), ('natoms', None), ('bond_length_multiple', 1.0)):
+    if other and s[key] != unset:
+      raise errors.ConfigError(
+        f'system.{key} is a parameter of a named structure (system.molecule_name), '
+        'not of system.atom, system.xyz or system.pyscf_mol'
+      )
+  spin = s.spin_polarisation
   if s.atom:
-    atoms = [system_lib.Atom(s.atom, (0.0, 0.0, 0.0))]
+    nuclear_charge = system_lib.Atom(s.atom).charge + s.delta_charge
+    atoms = [system_lib.Atom(s.atom, (0.0, 0.0, 0.0), charge=nuclear_charge)]
   elif s.molecule_name:
-    atoms = molecules.build(s.molecule_name, s.bond_length, s.angle, s.units or 'bohr')
+    atoms = molecules.build(s.molecule_name, **_structure_parameters(s))
+    if spin is None and not s.charge and not electrons:
+      spin = molecules.spin_polarisation(s.molecule_name)  # e.g. O2: triplet
   elif s.xyz:
     atoms, _ = system_lib.read_xyz(s.xyz, s.units)  # None: the file's units, else angstrom
   elif s.pyscf_mol is not None:
@@ -469,7 +495,30 @@ def build_system(cfg: ml_collections.ConfigDict) -> system_lib.System:
       'no system given: set --config.system.atom (e.g. Li), '
       '--config.system.molecule_name, --config.system.xyz or system.molecule'
     )
-  return system_lib.make_system(atoms, s.charge, s.spin_polarisation, electrons)
+  return system_lib.make_system(atoms, s.charge, spin, electrons)
+
+
+def _structure_parameters(s: ml_collections.ConfigDict) -> dict:
+  """The keyword arguments of molecules.build and molecules.label for ``cfg.system``."""
+  length = s.bond_length
+  if s.radius is not None:
+    if molecules.canonical(s.molecule_name) != 'H4':
+      raise errors.ConfigError(
+        f'system.radius is the radius of H4 (configs/h4.py), not a parameter of {s.molecule_name!r}'
+      )
+    if length is not None:
+      raise errors.ConfigError(
+        'H4 is given two radii: system.radius and system.bond_length; set only one '
+        '(configs/h4.py sets system.radius)'
+      )
+    length = s.radius
+  return {
+    'bond_length': length,
+    'angle': s.angle,
+    'units': s.units or 'bohr',
+    'bond_length_multiple': s.bond_length_multiple,
+    'natoms': s.natoms,
+  }
 
 
 def check(cfg: ml_collections.ConfigDict) -> None:
@@ -600,11 +649,15 @@ def _check_paths(log: ml_collections.ConfigDict) -> None:
 
 
 def _atom_label(symbol: str, system: system_lib.System) -> str:
+  """'Li', 'O+', 'C2-'; with a shifted nuclear charge (delta_charge) also 'Z=3.1', so that
+  no reference energy of the integer atom is matched."""
   if not symbol:
     return ''
-  charge = round(system.charge)
+  atom = system.atoms[0]
+  charge = atom.atomic_number - system.n_electrons
   suffix = {0: '', 1: '+', -1: '-'}.get(charge, f'{abs(charge)}{"+" if charge > 0 else "-"}')
-  return system.atoms[0].symbol + suffix
+  nuclear = '' if atom.charge == atom.atomic_number else f' Z={atom.charge:.6g}'
+  return atom.symbol + suffix + nuclear
 
 
 def apply_set_molecule(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -671,7 +724,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       )
     if not cfg.system.name and cfg.system.molecule_name:
       s = cfg.system
-      cfg.system.name = molecules.label(s.molecule_name, s.bond_length, s.angle, s.units or 'bohr')
+      cfg.system.name = molecules.label(s.molecule_name, **_structure_parameters(s))
     elif not cfg.system.name:
       cfg.system.name = _atom_label(cfg.system.atom, system)
     cfg.optim.laplacian = LAPLACIAN_ALIASES.get(cfg.optim.laplacian, cfg.optim.laplacian)
@@ -683,6 +736,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     cfg.system.molecule_name = ''
     cfg.system.xyz = ''
     cfg.system.pyscf_mol = None
+    cfg.system.delta_charge = 0.0  # now in the atom's nuclear charge
     cfg.system.units = 'bohr'
   cfg.lock()
   return cfg

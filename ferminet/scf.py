@@ -157,6 +157,11 @@ def hartree_fock(system: System, basis: str = 'ccpvdz', method: str = 'auto') ->
   mol = make_mole(system, basis)
   mf = {'rhf': scf.RHF, 'uhf': scf.UHF, 'rohf': scf.ROHF}[method](mol)
   mf.verbose = 0
+  atomic_numbers = [elements.get(s).atomic_number for s in system.symbols]
+  if np.any(system.charges != np.asarray(atomic_numbers, dtype=float)):
+    # PySCF's default (minao) guess reads a fractional nuclear charge (system.delta_charge)
+    # as an ECP core and fails; the core-Hamiltonian guess needs no atomic data.
+    mf.init_guess = '1e'
   mf.kernel()
   if not mf.converged:
     newton = mf.newton()

@@ -135,7 +135,9 @@ def test_cli_input_errors(tmp_path, capsys):
 def h2_run(tmp_path_factory):
   """A tiny real H2 training run (about ten seconds)."""
   path = tmp_path_factory.mktemp('h2')
-  cfg = tiny_config(path, atom='', iterations=24, **{'system.molecule_name': 'H2'})
+  cfg = tiny_config(
+    path, atom='', iterations=24, **{'system.molecule_name': 'H2', 'system.bond_length': 1.4}
+  )  # 1.4 bohr: the geometry of the H2 reference energy
   train.train(cfg)
   return path
 

@@ -97,7 +97,10 @@ CASES = {
     ['--config', 'configs/organic.py', '--config.system.molecule_name', 'CH5'],
     ["unknown molecule_name 'CH5'", 'CH4'],
   ),
-  'config file missing': (['--config', 'configs/no_such.py'], ['does not exist']),
+  'config file missing': (
+    ['--config', 'configs/no_such.py'],
+    ['does not exist', 'shipped configs', 'configs/atom.py', 'configs/hcl.py'],
+  ),
   'config syntax error': (['--config', '{d}/broken.py'], ['syntax error', 'line 1']),
   'unknown basis': (ATOM + ['--config.pretrain.basis', 'cc-pv9z'], ['no basis set', 'cc-pv9z']),
   'restore_path missing': (

@@ -74,10 +74,14 @@ def test_units_conversion():
 
 
 def test_n2_nuclear_repulsion():
-  atoms = molecules.build('N2')
+  atoms = molecules.build('N2', bond_length=2.068)  # the 2020 paper's N2, bohr
   system = system_lib.make_system(atoms)
   assert system.electrons == (7, 7)
   assert system.nuclear_repulsion() == pytest.approx(49 / 2.068, rel=1e-12)
+  g3 = system_lib.make_system(molecules.build('N2'))  # default: 1.129978 Å (G3)
+  assert g3.nuclear_repulsion() == pytest.approx(
+    49 / (1.129978 * system_lib.BOHR_PER_ANGSTROM), rel=1e-12
+  )
   # The same bond given in angstrom.
   atoms_a = molecules.build(
     'N2', bond_length=2.068 / system_lib.BOHR_PER_ANGSTROM, units='angstrom'
@@ -110,8 +114,11 @@ def test_every_molecule_name_builds():
     molecules.build('unobtainium')
 
 
-# Single-bond covalent radii in Å (Cordero et al., Dalton Trans. 2008, 2832).
-COVALENT_RADIUS = {'H': 0.31, 'Li': 1.28, 'C': 0.76, 'N': 0.71, 'O': 0.66}
+# Single-bond covalent radii in Å (Cordero et al., Dalton Trans. 2008, 2832; C sp3).
+COVALENT_RADIUS = {
+  'H': 0.31, 'Li': 1.28, 'Be': 0.96, 'B': 0.84, 'C': 0.76, 'N': 0.71, 'O': 0.66, 'F': 0.57,
+  'Al': 1.21, 'P': 1.07, 'Cl': 1.02,
+}  # fmt: skip
 BOND_STRETCH = 1.3  # a neighbour farther than 1.3 x (r_a + r_b) is no bond
 MODEL_SYSTEMS = ('H4', 'H10')  # stretched-bond hydrogen models, checked against their definition
 
@@ -159,10 +166,31 @@ def test_bohr_read_as_angstrom_is_caught():
 
 @pytest.mark.parametrize('name, xyz', [('LiH', 'prr_LiH.xyz'), ('Li2', 'prr_Li2.xyz'),
                                        ('N2', 'prr_N2.xyz'), ('CO', 'prr_CO.xyz')])  # fmt: skip
-def test_diatomic_defaults_match_paper_geometries(name, xyz):
+def test_paper_diatomics_match_paper_geometries(name, xyz):
+  """molecules.DIATOMICS (bohr) are the 2020 paper's, labelled by the bare formula there."""
   row = next(r for r in _check_rows() if r['file'] == xyz)
-  system = system_lib.make_system(molecules.build(name))
+  bond = molecules.DIATOMICS[name][2]
+  system = system_lib.make_system(molecules.build(name, bond))
   assert system.nuclear_repulsion() == pytest.approx(float(row['nuclear_repulsion_Ha']), rel=1e-7)
+  assert molecules.label(name, bond) == name
+  assert molecules.label(name, bond / system_lib.BOHR_PER_ANGSTROM, units='angstrom') == name
+  assert molecules.label(name).startswith(f'{name} R=')  # the default (G3) is another geometry
+
+
+def test_diatomic_formulas():
+  assert molecules.diatomic_symbols('N2') == ('N', 'N')
+  assert molecules.diatomic_symbols('HCl') == ('H', 'Cl')
+  assert molecules.diatomic_symbols('ClF') == ('Cl', 'F')
+  for other in ('H2O', 'Co', 'N', 'Xx2', 'H4', 'hcl'):
+    assert molecules.diatomic_symbols(other) is None, other
+  atoms = molecules.build('NaCl', 2.36, units='angstrom')  # any formula, with a bond length
+  assert [a.symbol for a in atoms] == ['Na', 'Cl']
+  assert atoms[1].coords[0] - atoms[0].coords[0] == pytest.approx(
+    2.36 * system_lib.BOHR_PER_ANGSTROM
+  )
+  assert molecules.canonical('hcl') == 'HCl' and molecules.spin_polarisation('O2') == 2
+  with pytest.raises(errors.ConfigError, match="no default bond length for 'NaCl'"):
+    molecules.build('NaCl')
 
 
 def test_xyz_structures_are_in_check_csv():
@@ -171,13 +199,14 @@ def test_xyz_structures_are_in_check_csv():
 
 
 def test_h4_geometry():
-  """Square by default (R = 3.2843 bohr); a rectangle off 90°; R in Å converts."""
+  """Square by default (R = 1.738 Å = 3.28434 bohr); a rectangle off 90°; R in Å converts."""
   square = system_lib.make_system(molecules.build('H4'))
   assert square.electrons == (2, 2)
-  side = 2 * 3.2843 * np.sin(np.pi / 4)
+  radius = 1.738 * system_lib.BOHR_PER_ANGSTROM
+  side = 2 * radius * np.sin(np.pi / 4)
   assert square.nuclear_repulsion() == pytest.approx(4 / side + 2 / (side * np.sqrt(2)), rel=1e-12)
   rect = system_lib.make_system(molecules.build('H4', angle=80.0))
-  a, b = 2 * 3.2843 * np.sin(np.radians(40)), 2 * 3.2843 * np.cos(np.radians(40))
+  a, b = 2 * radius * np.sin(np.radians(40)), 2 * radius * np.cos(np.radians(40))
   expected = 2 / a + 2 / b + 2 / np.hypot(a, b)
   assert rect.nuclear_repulsion() == pytest.approx(expected, rel=1e-12)
   in_angstrom = molecules.build('H4', bond_length=1.738, units='angstrom')
@@ -185,7 +214,7 @@ def test_h4_geometry():
     np.abs(in_angstrom[0].coords[0]), 1.738 * system_lib.BOHR_PER_ANGSTROM * np.sqrt(0.5)
   )
   assert molecules.label('H4') == 'H4'
-  assert molecules.label('H4', angle=85) == 'H4 R=3.2843 bohr angle=85'
+  assert molecules.label('H4', angle=85) == 'H4 R=3.28434 bohr angle=85'
   with pytest.raises(errors.ConfigError, match='angle'):
     molecules.build('H4', angle=180.0)
   with pytest.raises(errors.ConfigError, match='angle'):
