@@ -72,6 +72,10 @@ def default() -> ml_collections.ConfigDict:
         'ferminet': {
           # (one-electron width, two-electron width) per layer.
           'hidden_dims': ((256, 32),) * 4,
+          # True: the layers as DeepMind's FermiNet computes them, residual connections
+          # (h + tanh(z)) / sqrt(2) and electron self-distance r_ii = 0 in the pair stream
+          # (False: h + tanh(z) and r_ii = sqrt(3)). Needed to restore its checkpoints.
+          'reference_layers': False,
         },
       },
       'mcmc': {
