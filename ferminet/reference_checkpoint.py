@@ -21,7 +21,8 @@ conversion (:func:`to_params`) into :func:`ferminet.networks.make`'s tree:
 ========================  =================================================================
 reference                 ours
 ========================  =================================================================
-features per atom, pair   (r, x, y, z) -> (x, y, z, r): rows of the first layer permuted
+features per atom, pair   (r, x, y, z) -> (x, y, z, r): rows of the first layer permuted,
+                          and rows and columns of layers whose residual carries them on
 one-electron layer input  [h, mean h and mean h_i· of occupied channels only] -> [h, mean_α h,
                           mean_β h, mean_α h_i·, mean_β h_i·]: zero rows for an empty channel
 orbital columns           det * n_orbitals + orbital: the same
@@ -367,10 +368,14 @@ def to_params(
   return converted
 
 
-def _permute_features(w: np.ndarray, groups: int) -> np.ndarray:
-  """Rows of ``w`` (groups * 4, out) in our feature order (x, y, z, r) from the reference's."""
-  order = (np.arange(groups)[:, None] * 4 + _FEATURE_ORDER[None, :]).reshape(-1)
-  return w[order]
+def _dense(p: dict, rows: np.ndarray, cols: np.ndarray | None) -> dict:
+  """A dense layer {w (in, out)[, b (out,)]} with its rows (and columns) reordered."""
+  out = {**p, 'w': np.asarray(p['w'])[rows]}
+  if cols is not None:
+    out['w'] = out['w'][:, cols]
+    if 'b' in p:
+      out['b'] = np.asarray(p['b'])[cols]
+  return out
 
 
 def _convert(
@@ -380,35 +385,44 @@ def _convert(
   spins: tuple[int, int],
   n_atoms: int,
 ) -> dict:
-  """The tree in our layout; shapes are checked afterwards (:func:`_shape_problems`)."""
+  """The tree in our layout; shapes are checked afterwards (:func:`_shape_problems`).
+
+  ``order_one[c]`` and ``order_two[c]`` are the reference's index of our feature c in
+  each stream: at the input, (x, y, z, r) of ours are its (1, 2, 3, 0). A residual layer
+  adds its input to its output, so its output units keep the input's order (its columns
+  are reordered too); any other layer's output is in the reference's order.
+  """
   active = [k for k, n in enumerate(spins) if n]
+  order_one = (np.arange(n_atoms)[:, None] * 4 + _FEATURE_ORDER[None, :]).reshape(-1)
+  order_two = _FEATURE_ORDER
   layers = []
-  for i, layer in enumerate(streams):
+  for layer in streams:
     w = np.asarray(layer['single']['w'])
-    if i == 0:
-      d_one, d_two = 4 * n_atoms, 4
-    else:
-      d_one = np.shape(streams[i - 1]['single']['w'])[1]
-      d_two = (_shape(streams[i - 1], 'double', 'w') or (0, 0))[1]
+    d_one, d_two = len(order_one), len(order_two)
     if w.ndim != 2 or w.shape[0] != (1 + len(active)) * d_one + len(active) * d_two:
       layers.append({'single': dict(layer['single'])})
       continue  # the shape check names it
-    blocks = np.split(w, np.cumsum([d_one] * (1 + len(active)) + [d_two] * (len(active) - 1)))
-    h, means, pairs = blocks[0], blocks[1 : 1 + len(active)], blocks[1 + len(active) :]
-    if i == 0:
-      h = _permute_features(h, n_atoms)
-      means = [_permute_features(m, n_atoms) for m in means]
-      pairs = [_permute_features(p, 1) for p in pairs]
-    ours_means = [np.zeros_like(h)] * 2
+    # Rows: [h, mean h of each occupied channel, mean h_i. of each] -> [h, mean_α h,
+    # mean_β h, mean_α h_i., mean_β h_i.], zero rows for an empty channel.
+    starts = np.cumsum([0] + [d_one] * (1 + len(active)) + [d_two] * len(active))
+    h, *rest = (w[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True))
+    means, pairs = rest[: len(active)], rest[len(active) :]
+    ours_means = [np.zeros((d_one, w.shape[1]), w.dtype)] * 2
     ours_pairs = [np.zeros((d_two, w.shape[1]), w.dtype)] * 2
     for a, k in enumerate(active):
-      ours_means[k], ours_pairs[k] = means[a], pairs[a]
-    new = {'single': {**layer['single'], 'w': np.concatenate([h, *ours_means, *ours_pairs])}}
+      ours_means[k], ours_pairs[k] = means[a][order_one], pairs[a][order_two]
+    stacked = np.concatenate([h[order_one], *ours_means, *ours_pairs])
+    residual = w.shape[1] == d_one
+    single = {**layer['single'], 'w': stacked}
+    new = {'single': _dense(single, np.arange(len(stacked)), order_one) if residual else single}
     if 'double' in layer:
       wd = np.asarray(layer['double']['w'])
-      new['double'] = {**layer['double'], 'w': _permute_features(wd, 1) if i == 0 else wd}
+      pair_residual = wd.ndim == 2 and wd.shape == (d_two, d_two)
+      new['double'] = _dense(layer['double'], order_two, order_two if pair_residual else None)
+      order_two = order_two if pair_residual else np.arange(wd.shape[-1])
+    order_one = order_one if residual else np.arange(w.shape[1])
     layers.append(new)
-  orbital = [dict(o) for o in params['orbital']]
+  orbital = [_dense(o, order_one, None) for o in params['orbital']]
   envelope = []
   for e in params['envelope']:
     sigma = np.asarray(e['sigma'])

@@ -27,48 +27,49 @@ from ferminet import system as system_lib
 # --- the reference's layout, written from its source -------------------------------------
 
 
-def _features_first_r(w: np.ndarray, groups: int) -> np.ndarray:
-  """Rows (x, y, z, r) per atom (ours) reordered to (r, x, y, z) (the reference's)."""
-  blocks = [np.concatenate([w[4 * a + 3 : 4 * a + 4], w[4 * a : 4 * a + 3]]) for a in range(groups)]
-  return np.concatenate(blocks)
-
-
 def _to_reference(params, spins: tuple[int, int], n_atoms: int, envelope: str) -> dict:
-  """Our parameters in the reference's tree (no device axis)."""
+  """Our parameters in the reference's tree (no device axis).
+
+  ``ours_one[s]`` is the position in our features of the reference's feature s: its
+  (r, x, y, z) per atom are our (3, 0, 1, 2). A residual layer keeps the order of its
+  input (output unit s of the reference is our ours_one[s]); other layers reset it.
+  """
   active = [k for k, n in enumerate(spins) if n]
+  ours_one = np.concatenate([[4 * a + 3, 4 * a, 4 * a + 1, 4 * a + 2] for a in range(n_atoms)])
+  ours_two = np.array([3, 0, 1, 2])
   streams = []
-  d_one, d_two = 4 * n_atoms, 4
-  for i, layer in enumerate(params['layers']):
-    w = np.asarray(layer['single']['w'])
-    h = w[:d_one]
-    means = [w[(1 + k) * d_one : (2 + k) * d_one] for k in active]
-    pairs = [w[3 * d_one + k * d_two : 3 * d_one + (k + 1) * d_two] for k in active]
-    if i == 0:
-      h = _features_first_r(h, n_atoms)
-      means = [_features_first_r(m, n_atoms) for m in means]
-      pairs = [_features_first_r(p, 1) for p in pairs]
-    stream = {'single': {'w': np.concatenate([h, *means, *pairs]), 'b': layer['single']['b']}}
+  for layer in params['layers']:
+    w, b = np.asarray(layer['single']['w']), np.asarray(layer['single']['b'])
+    d_one, d_two = len(ours_one), len(ours_two)
+    blocks = [w[:d_one][ours_one]]
+    blocks += [w[(1 + k) * d_one : (2 + k) * d_one][ours_one] for k in active]
+    blocks += [w[3 * d_one + k * d_two : 3 * d_one + (k + 1) * d_two][ours_two] for k in active]
+    w = np.concatenate(blocks)
+    if w.shape[1] == d_one:  # residual
+      w, b = w[:, ours_one], b[ours_one]
+    else:
+      ours_one = np.arange(w.shape[1])
+    stream = {'single': {'w': w, 'b': b}}
     if 'double' in layer:
-      wd = np.asarray(layer['double']['w'])
-      stream['double'] = {
-        'w': _features_first_r(wd, 1) if i == 0 else wd,
-        'b': layer['double']['b'],
-      }
+      wd, bd = np.asarray(layer['double']['w'])[ours_two], np.asarray(layer['double']['b'])
+      if wd.shape[1] == d_two:
+        wd, bd = wd[:, ours_two], bd[ours_two]
+      else:
+        ours_two = np.arange(wd.shape[1])
+      stream['double'] = {'w': wd, 'b': bd}
     streams.append(stream)
-    d_one = w.shape[1]
-    d_two = np.shape(layer['double']['w'])[1] if 'double' in layer else d_two
+  orbital = []
+  for o in params['orbital']:
+    orbital.append(
+      {k: np.asarray(v)[ours_one] if k == 'w' else np.asarray(v) for k, v in o.items()}
+    )
   envelopes = []
   for e in params['envelope']:
     sigma = np.asarray(e['sigma'])
     if envelope == 'full':  # ours (atoms, 3, 3, out), the reference's (3, 3, atoms, out)
       sigma = np.transpose(sigma, (1, 2, 0, 3))
     envelopes.append({'pi': np.asarray(e['pi']), 'sigma': sigma})
-  tree = {
-    'layers': {'input': {}, 'streams': streams},
-    'orbital': [{k: np.asarray(v) for k, v in o.items()} for o in params['orbital']],
-    'envelope': envelopes,
-  }
-  return jax.tree.map(np.asarray, tree)
+  return {'layers': {'input': {}, 'streams': streams}, 'orbital': orbital, 'envelope': envelopes}
 
 
 def _reference_log_psi(ref, x, atoms, spins, n_det, full_det, envelope) -> float:
@@ -196,8 +197,8 @@ def test_converted_parameters_give_the_reference_wavefunction(name, tmp_path):
   envelope, full_det = cfg.envelope_type, cfg.full_det
   rng = np.random.default_rng(0)
   params = _randomize_envelope(network.init(jax.random.PRNGKey(3)), envelope, rng)
-  walkers = rng.normal(size=(5, 3 * sum(system.electrons)))
-  file, ref = _checkpoint(name, tmp_path, params, system, envelope, walkers, devices=2, width=0.2)
+  walkers = rng.normal(size=(6, 3 * sum(system.electrons)))
+  file, ref = _checkpoint(tmp_path, params, system, envelope, walkers, devices=2, width=0.2)
   ckpt = reference_checkpoint.load(file)
   assert ckpt.step == 5 and ckpt.width == 0.2 and ckpt.electrons == tuple(system.electrons)
   np.testing.assert_array_equal(ckpt.walkers, walkers)
