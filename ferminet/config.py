@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import ml_collections
 from ml_collections import config_dict
 
-from ferminet import checkpoint, errors, molecules
+from ferminet import checkpoint, errors, molecules, reference_checkpoint
 from ferminet import system as system_lib
 
 OPTIMIZERS = ('kfac', 'adam', 'none')
@@ -367,9 +367,14 @@ def _check_paths(log: ml_collections.ConfigDict) -> None:
     path = pathlib.Path(log.restore_path)
     if not path.exists():
       raise errors.ConfigError(f'log.restore_path {log.restore_path!r} does not exist')
-    if path.is_dir() and not checkpoint.list_checkpoints(path):
+    if (
+      path.is_dir()
+      and not checkpoint.list_checkpoints(path)
+      and not reference_checkpoint.list_checkpoints(path)
+    ):
       raise errors.ConfigError(
-        f'log.restore_path {log.restore_path!r} holds no checkpoint (ckpt_*.pkl)'
+        f'log.restore_path {log.restore_path!r} holds no checkpoint (ckpt_*.pkl, or '
+        "DeepMind FermiNet's qmcjax_ckpt_*.npz)"
       )
 
 
