@@ -207,7 +207,7 @@ class RunSummary:
 
 @dataclasses.dataclass(frozen=True)
 class RunData:
-  """The raw series of a run folder, shape (steps,) each."""
+  """The raw series of a run folder, shape (steps,) each (variance NaN where unknown)."""
 
   step: np.ndarray
   energy: np.ndarray
@@ -259,6 +259,12 @@ def _read_stats(path: pathlib.Path) -> RunData:
     raise errors.AnalysisError(f'{path} has no complete rows yet')
   columns = {c: np.array([float(r[c]) for r in rows]) for c in ('energy', 'pmove', 'variance')}
   return RunData(np.array([int(r['step']) for r in rows]), **columns)
+
+
+def _finite_mean(values: np.ndarray) -> float:
+  """Mean of the finite values; NaN (without a warning) when there are none."""
+  finite = values[np.isfinite(values)]
+  return float(finite.mean()) if finite.size else float('nan')
 
 
 def run_config(run_dir: str | pathlib.Path) -> dict:
@@ -316,8 +322,9 @@ def analyze_run(
     discarded=start,
     burn_in_fraction=float(burn_in),
     energy=blocked,
-    pmove=float(np.nanmean(data.pmove[kept])),
-    variance=float(np.nanmean(data.variance[kept])),  # rolled-back rows hold NaN
+    pmove=_finite_mean(data.pmove[kept]),
+    # Rolled-back rows hold NaN, and every row of a file of DeepMind's FermiNet (no column).
+    variance=_finite_mean(data.variance[kept]),
     reference=ref,
     error_mha=error,
     correlation_pct=corr,

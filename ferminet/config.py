@@ -32,7 +32,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-from ferminet import checkpoint, errors, molecules
+from ferminet import checkpoint, errors, molecules, reference_checkpoint
 from ferminet import system as system_lib
 
 OPTIMIZERS = ('kfac', 'adam', 'lamb', 'none')
@@ -119,6 +119,10 @@ def default() -> ml_collections.ConfigDict:
         'ferminet': {
           # (one-electron width, two-electron width) per layer.
           'hidden_dims': ((256, 32),) * 4,
+          # True: the layers as DeepMind's FermiNet computes them, residual connections
+          # (h + tanh(z)) / sqrt(2) and electron self-distance r_ii = 0 in the pair stream
+          # (False: h + tanh(z) and r_ii = sqrt(3)). Needed to restore its checkpoints.
+          'reference_layers': False,
           # Reference keys accepted at their default only (see REFERENCE_ONLY):
           'use_last_layer': False,
           'separate_spin_channels': False,
@@ -642,9 +646,14 @@ def _check_paths(log: ml_collections.ConfigDict) -> None:
     path = pathlib.Path(log.restore_path)
     if not path.exists():
       raise errors.ConfigError(f'log.restore_path {log.restore_path!r} does not exist')
-    if path.is_dir() and not checkpoint.list_checkpoints(path):
+    if (
+      path.is_dir()
+      and not checkpoint.list_checkpoints(path)
+      and not reference_checkpoint.list_checkpoints(path)
+    ):
       raise errors.ConfigError(
-        f'log.restore_path {log.restore_path!r} holds no checkpoint (ckpt_*.pkl)'
+        f'log.restore_path {log.restore_path!r} holds no checkpoint (ckpt_*.pkl, or '
+        "DeepMind FermiNet's qmcjax_ckpt_*.npz)"
       )
 
 

@@ -60,10 +60,6 @@ def _tanh(z: jax.Array, axis: int, multiplicity: float) -> jax.Array:
   return jnp.concatenate([t, d1 * jac, new_lap], axis=axis)
 
 
-def _residual(new: jax.Array, old: jax.Array) -> jax.Array:
-  return new + old if new.shape == old.shape else new
-
-
 def _local_derivatives(
   fn: Callable[[jax.Array], jax.Array], pos: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -118,13 +114,15 @@ def _envelope_derivatives(
   return value, grad, lap
 
 
-def _features(pos: jax.Array, nuclei: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _features(
+  pos: jax.Array, nuclei: jax.Array, zero_self_distance: bool = False
+) -> tuple[jax.Array, jax.Array]:
   """Stacks of the input features: electron–nucleus (n, R, 4 atoms), pairs (n, n, 5, 4).
 
   The values are ``networks.features``'; their derivatives are written out here.
   """
   n, n_atoms = pos.shape[0], nuclei.shape[0]
-  value_one, value_two, _ = networks.features(pos.reshape(-1), nuclei)
+  value_one, value_two, _ = networks.features(pos.reshape(-1), nuclei, zero_self_distance)
   ae_r = value_one.reshape(n, n_atoms, 4)
   ae, r_ae = ae_r[..., :3], ae_r[..., 3:]
   # ∂/∂r_i of (r_i - R_I, |r_i - R_I|): the identity and the unit vector; ∇²: 0 and 2/r.
@@ -136,6 +134,7 @@ def _features(pos: jax.Array, nuclei: jax.Array) -> tuple[jax.Array, jax.Array]:
 
   ee, r = value_two[..., :3], value_two[..., 3:]  # r_ii is a constant (networks.features)
   off = (1.0 - jnp.eye(n, dtype=pos.dtype))[..., None]
+  r = jnp.where(off > 0, r, 1.0)  # the diagonal's derivatives are masked (r_ii may be 0)
   # ∂/∂r_i of (r_i - r_j, |r_i - r_j|): the identity and the unit vector.
   ident = jnp.broadcast_to(jnp.eye(3, dtype=pos.dtype), (n, n, 3, 3))
   grad = jnp.concatenate([ident, (ee / r)[..., None]], axis=-1) * off[..., None]
@@ -208,6 +207,7 @@ def make(cfg: ml_collections.ConfigDict, system: system_lib.System) -> Laplacian
   full_det = bool(cfg.full_det)
   env_kind = cfg.envelope_type
   n_orb = networks.orbitals_per_channel(full_det, spins)
+  as_reference = bool(cfg.ferminet.get('reference_layers', False))
   starts = np.cumsum((0,) + spins)
   slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
@@ -233,14 +233,14 @@ def make(cfg: ml_collections.ConfigDict, system: system_lib.System) -> Laplacian
   def laplacian(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     nuclei = jnp.asarray(nuclei_np, x.dtype)
     pos = x.reshape(n, 3)
-    one, pair = _features(pos, nuclei)
+    one, pair = _features(pos, nuclei, as_reference)
     for layer in params['layers']:
       new = _tanh(_one_electron_layer(layer['single'], one, pair, slices), 1, 1.0)
       if 'double' in layer:
         q = layer['double']
         z = (pair @ q['w']).at[:, :, 0].add(q['b'])
-        pair = _residual(_tanh(z, 2, 2.0), pair)
-      one = _residual(new, one)
+        pair = networks.residual(_tanh(z, 2, 2.0), pair, as_reference)
+      one = networks.residual(new, one, as_reference)
     mats = []
     p_orbital, p_envelope = iter(params['orbital']), iter(params['envelope'])
     for s, norb in zip(slices, n_orb, strict=True):

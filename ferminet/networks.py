@@ -17,9 +17,11 @@ Architecture (Pfau et al., PRR 2, 033429 (2020)): electron–nucleus and
 electron–electron features feed a one-electron stream h_i and a two-electron
 stream h_ij. Each layer concatenates h_i with the spin-wise means of h_j and of
 h_ij (permutation-equivariant), applies a dense layer and tanh, and adds the
-input back when widths match. Orbitals are linear in the last one-electron
-features times an exponentially decaying envelope around each nucleus; the
-wavefunction is a sum of determinants combined with a signed log-sum-exp.
+input back when widths match (``network.ferminet.reference_layers``: as DeepMind's
+FermiNet, (h + tanh(z)) / sqrt(2), with the self-pair distance r_ii = 0). Orbitals
+are linear in the last one-electron features times an exponentially decaying
+envelope around each nucleus; the wavefunction is a sum of determinants combined
+with a signed log-sum-exp.
 """
 
 from __future__ import annotations
@@ -99,6 +101,16 @@ def _split_dense(
   return h_one @ w[:d] + pair @ w[3 * d :] + shared
 
 
+def residual(new: jax.Array, old: jax.Array, scaled: bool = False) -> jax.Array:
+  """new + old when their shapes match (else new); divided by sqrt(2) when ``scaled``.
+
+  Linear in both, so it applies unchanged to forward-Laplacian stacks.
+  """
+  if new.shape != old.shape:
+    return new
+  return (new + old) / 2.0**0.5 if scaled else new + old  # a Python float keeps the dtype
+
+
 def orbitals_per_channel(full_det: bool, spins: Sequence[int]) -> list[int]:
   """Orbitals per determinant of each spin channel: all electrons with ``full_det``."""
   return [sum(spins) if full_det else n for n in spins]
@@ -119,12 +131,16 @@ def _spin_mean(x: jax.Array, spins: Sequence[int], axis: int) -> list[jax.Array]
   return out
 
 
-def features(x: jax.Array, nuclei: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def features(
+  x: jax.Array, nuclei: jax.Array, zero_self_distance: bool = False
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Input features of one walker.
 
   Args:
     x: electron positions, (n * 3,) bohr.
     nuclei: nuclear positions, (n_atoms, 3) bohr.
+    zero_self_distance: the self-distance r_ii is 0 (DeepMind's FermiNet) instead of
+      sqrt(3); either way it is a constant.
 
   Returns:
     one: (n, n_atoms * 4) electron–nucleus vectors and distances;
@@ -138,7 +154,10 @@ def features(x: jax.Array, nuclei: jax.Array) -> tuple[jax.Array, jax.Array, jax
   ee = pos[:, None, :] - pos[None, :, :]
   # Adding 1 to every component on the diagonal keeps the norm differentiable
   # where r_ii = 0; the self-distance is then the constant sqrt(3).
-  r_ee = jnp.linalg.norm(ee + jnp.eye(n, dtype=x.dtype)[..., None], axis=-1)
+  eye = jnp.eye(n, dtype=x.dtype)
+  r_ee = jnp.linalg.norm(ee + eye[..., None], axis=-1)
+  if zero_self_distance:
+    r_ee = r_ee * (1.0 - eye)
   one = jnp.concatenate([ae, r_ae[..., None]], axis=-1).reshape(n, -1)
   two = jnp.concatenate([ee, r_ee[..., None]], axis=-1)
   return one, two, r_ae
@@ -211,7 +230,7 @@ def make(
 
   Args:
     cfg: the ``network`` section of the config (determinants, full_det,
-      envelope_type, bias_orbitals, ferminet.hidden_dims).
+      envelope_type, bias_orbitals, ferminet.hidden_dims, ferminet.reference_layers).
     system: nuclei and electrons.
     dtype: parameter dtype; default float64 if jax_enable_x64 else float32.
   """
@@ -223,6 +242,7 @@ def make(
   full_det = bool(cfg.full_det)
   env_kind = cfg.envelope_type
   hidden = [tuple(int(d) for d in layer) for layer in cfg.ferminet.hidden_dims]
+  as_reference = bool(cfg.ferminet.get('reference_layers', False))
   n_orb = orbitals_per_channel(full_det, spins)
 
   def init(key: jax.Array) -> Params:
@@ -244,7 +264,7 @@ def make(
     return jax.tree.map(lambda a: a.astype(dtype), params)
 
   def orbitals(params: Params, x: jax.Array, tag: bool = False) -> list[jax.Array]:
-    one, two, r_ae = features(x, jnp.asarray(nuclei, x.dtype))
+    one, two, r_ae = features(x, jnp.asarray(nuclei, x.dtype), as_reference)
     h_one, h_two = one, two
     for layer in params['layers']:
       means = _spin_mean(h_one, spins, 0)
@@ -256,13 +276,13 @@ def make(
         )
         pre = _tag_dense(pre, g, layer['single'])
       new_one = jnp.tanh(pre)
-      h_one = new_one + h_one if new_one.shape == h_one.shape else new_one
+      h_one = residual(new_one, h_one, as_reference)
       if 'double' in layer:
         pre_two = dense(layer['double'], h_two)
         if tag:
           pre_two = _tag_dense(pre_two, h_two, layer['double'])
         new_two = jnp.tanh(pre_two)
-        h_two = new_two + h_two if new_two.shape == h_two.shape else new_two
+        h_two = residual(new_two, h_two, as_reference)
     ae = x.reshape(-1, 3)[:, None, :] - jnp.asarray(nuclei, x.dtype)[None]
     mats, start = [], 0
     p_orbital, p_envelope = iter(params['orbital']), iter(params['envelope'])

@@ -47,6 +47,7 @@ from ferminet import (
   optimizers,
   parallel,
   pretrain,
+  reference_checkpoint,
   scf,
   watchdog,
   writers,
@@ -265,6 +266,7 @@ def _meta(run: Run, params: Any) -> dict[str, Any]:
     'charges': np.asarray(run.system.charges),
     'coords': np.asarray(run.system.coords),
     'param_shapes': str(shapes),
+    'reference_layers': bool(run.cfg.network.ferminet.reference_layers),
     'optimizer': run.cfg.optim.optimizer,
   }
 
@@ -302,7 +304,9 @@ def restore(run: Run) -> tuple[TrainState, str] | None:
   line saying where it came from.
 
   An inference run first continues its own inference checkpoint in save_path; else
-  it starts at step 0 from a training checkpoint.
+  it starts at step 0 from a training checkpoint. A folder (or file) may also hold
+  checkpoints of DeepMind's FermiNet (``qmcjax_ckpt_*.npz``, see
+  ``reference_checkpoint``); a folder with ours too restores ours.
   """
   if run.inference:
     data = checkpoint.load_latest(run.save_path, checkpoint.INFERENCE)
@@ -315,29 +319,54 @@ def restore(run: Run) -> tuple[TrainState, str] | None:
     path = pathlib.Path(where)
     if where == run.cfg.log.restore_path and not path.exists():
       raise errors.ConfigError(f'log.restore_path {where!r} does not exist')
-    data = checkpoint.load(path) if path.is_file() else checkpoint.load_latest(path)
-    if data is None:
+    found = _load(path)
+    if found is None:
       if where == run.cfg.log.restore_path:
         raise errors.ConfigError(f'log.restore_path {where!r} holds no checkpoint')
       continue
-    state = _state_from(run, data, str(where))
+    if isinstance(found, reference_checkpoint.ReferenceCheckpoint):
+      state, step, name = _state_from_reference(run, found), found.step, found.path.name
+      source = f'the reference checkpoint {name} in {found.path.parent}'
+    else:
+      state, step, source = _state_from(run, found, str(where)), found['step'], str(where)
     if run.inference:
-      return state, f'inference of the wavefunction of step {data["step"]} from {where}'
-    return state, f'restored step {state.step} from {where}'
+      return state, f'inference of the wavefunction of step {step} from {source}'
+    return state, f'restored step {state.step} from {source}'
   return None
+
+
+def _load(path: pathlib.Path) -> dict[str, Any] | reference_checkpoint.ReferenceCheckpoint | None:
+  """The checkpoint in ``path`` (a file, or a folder's newest), ours or the reference's."""
+  if path.is_file():
+    if reference_checkpoint.is_reference(path) or path.suffix == '.npz':
+      return reference_checkpoint.load(path)
+    return checkpoint.load(path)
+  ours = checkpoint.load_latest(path)
+  theirs = reference_checkpoint.list_checkpoints(path)
+  if ours is None:
+    return reference_checkpoint.latest(path) if theirs else None
+  if theirs:
+    say(
+      f'note: {path} holds ferminet checkpoints and reference ones ({theirs[-1].name}); '
+      f"restoring ferminet's of step {ours['step']}"
+    )
+  return ours
+
+
+def _resampled(walkers: np.ndarray, batch_size: int) -> np.ndarray:
+  """The first ``batch_size`` walkers, repeated when there are fewer; shape (batch, 3N)."""
+  return walkers[np.arange(batch_size) % walkers.shape[0]]
 
 
 def _state_from(run: Run, data: dict[str, Any], where: str) -> TrainState:
   template = run.network.init(jax.random.PRNGKey(0))
   expected = _meta(run, template)
   expected.pop('optimizer')
-  checkpoint.check_compatible(data['meta'], expected, where)
+  meta = {'reference_layers': False, **data['meta']}  # written before the option existed
+  checkpoint.check_compatible(meta, expected, where)
   dtype = jax.tree.leaves(template)[0].dtype
   params = parallel.replicate(jax.tree.map(lambda a: jnp.asarray(a, dtype), data['params']))
-  walkers = np.asarray(data['walkers'])
-  if walkers.shape[0] != run.cfg.batch_size:
-    # Resample: keep the first walkers or repeat them to the new batch size.
-    walkers = walkers[np.arange(run.cfg.batch_size) % walkers.shape[0]]
+  walkers = _resampled(np.asarray(data['walkers']), run.cfg.batch_size)
   state = TrainState(
     params=params,
     opt_state=None,
@@ -362,6 +391,47 @@ def _state_from(run: Run, data: dict[str, Any], where: str) -> TrainState:
     state = state._replace(opt_state=jax.tree.unflatten(treedef, restored))
   else:
     say(f'note: optimizer state not restored (checkpoint from {data["meta"].get("optimizer")})')
+  return state
+
+
+def _state_from_reference(run: Run, ckpt: reference_checkpoint.ReferenceCheckpoint) -> TrainState:
+  """Walkers, width, step and parameters of a reference checkpoint; a fresh optimizer state.
+
+  The PRNG key is new (the reference saves none): ``debug.seed``'s. Training continues
+  at the checkpoint's step with the learning-rate schedule there (KFAC), but KFAC's
+  curvature statistics (or Adam's moments) start afresh.
+  """
+  reference_checkpoint.check_system(ckpt, run.system)
+  template = run.network.init(jax.random.PRNGKey(0))
+  params = reference_checkpoint.to_params(ckpt, run.cfg.network, run.system, template)
+  params = jax.tree.map(lambda t, a: jnp.asarray(a, t.dtype), template, params)
+  dtype = jax.tree.leaves(template)[0].dtype
+  if ckpt.walkers.shape[0] != run.cfg.batch_size:
+    say(
+      f'note: the reference checkpoint holds {ckpt.walkers.shape[0]} walkers; batch_size '
+      f'{run.cfg.batch_size} takes the first ones, repeated when there are fewer'
+    )
+  width = ckpt.width if ckpt.width is not None else run.cfg.mcmc.move_width
+  state = TrainState(
+    params=parallel.replicate(params),
+    opt_state=None,
+    walkers=parallel.local_walkers(np.asarray(_resampled(ckpt.walkers, run.cfg.batch_size), dtype)),
+    width=parallel.replicate(jnp.asarray(width, dtype)),
+    step=0 if run.inference else ckpt.step,
+    key=jax.random.PRNGKey(run.cfg.debug.seed),
+  )
+  if run.inference:
+    return state
+  state = init_optimizer(run, state)
+  opt_state = state.opt_state
+  if dataclasses.is_dataclass(opt_state) and hasattr(opt_state, 'step_counter'):  # kfac-jax
+    counter = opt_state.step_counter
+    counter = parallel.replicate(jnp.asarray(ckpt.step, jnp.asarray(counter).dtype))
+    state = state._replace(opt_state=dataclasses.replace(opt_state, step_counter=counter))
+    restart = 'KFAC statistics restart; its learning-rate schedule continues at this step'
+  else:
+    restart = f'a fresh {run.cfg.optim.optimizer} state (its learning-rate schedule restarts)'
+  say(f"note: the reference's optimizer state is not restored: {restart}")
   return state
 
 

@@ -17,7 +17,12 @@ from ferminet import errors
 # The reference's columns, then the local-energy variance (Ha²) and whether the
 # iteration was rolled back because its energy or parameters were not finite (0/1).
 COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance', 'rolled_back')
-_OLD_COLUMNS = COLUMNS[:-1]  # files written before rolled_back existed
+# The columns every statistics file starts with: DeepMind's FermiNet writes these, then
+# its observables (s2; mu_x, mu_y, mu_z).
+REFERENCE_COLUMNS = COLUMNS[:5]
+# What a row lacking one of our columns means: no variance known, not rolled back (a
+# file of the reference, or of ours from before rolled_back existed).
+ABSENT = {'variance': 'nan', 'rolled_back': '0'}
 EW_ALPHA = 0.1  # weight of the newest energy in the exponentially weighted mean
 
 
@@ -45,12 +50,17 @@ class StatsWriter:
 
   A resumed run appends: rows at or after the first new step, and a
   half-written last row, are dropped from the existing file first, so steps are
-  never duplicated.
+  never duplicated. An existing file written by DeepMind's FermiNet (or an older
+  ferminet) is rewritten in our columns, its rows with variance ``nan`` and
+  rolled_back 0; columns we do not write (the reference's s2, mu_x, ...) are kept
+  after ours, their values in the old rows and empty in the new ones.
   """
 
   def __init__(self, path: pathlib.Path, first_step: int):
     self.path = pathlib.Path(path)
     rows = read_rows(self.path)
+    extra = [c for c in (rows[0] if rows else {}) if c not in COLUMNS]
+    self.columns = COLUMNS + tuple(extra)
     kept = [r for r in rows if int(r['step']) < first_step]
     self.ewmean = float(kept[-1]['ewmean']) if kept else None
     self.ewvar = float(kept[-1]['ewvar']) if kept else 0.0
@@ -59,9 +69,9 @@ class StatsWriter:
     # file and rename it over the old one, so the history survives a crash here.
     with _reporting_write_errors(self.path), atomic_open(self.path, 'w', newline='') as f:
       writer = csv.writer(f)
-      writer.writerow(COLUMNS)
+      writer.writerow(self.columns)
       for r in kept:
-        writer.writerow([r[c] for c in COLUMNS])
+        writer.writerow([r[c] for c in self.columns])
     self.last: dict[str, float] = {}
     self._file = self.path.open('a', newline='')
     self._writer = csv.writer(self._file)
@@ -76,7 +86,7 @@ class StatsWriter:
     with _reporting_write_errors(self.path):
       self._writer.writerow(
           [step, f'{energy:.10g}', repr(ewmean), repr(self.ewvar), f'{pmove:.4f}',
-           f'{variance:.6g}', int(rolled_back)]
+           f'{variance:.6g}', int(rolled_back)] + [''] * (len(self.columns) - len(COLUMNS))
       )  # fmt: skip
 
   def observe(self, energy: float) -> None:
@@ -108,10 +118,14 @@ def _reporting_write_errors(path: pathlib.Path) -> Iterator[None]:
 
 
 def read_rows(path: pathlib.Path) -> list[dict[str, str]]:
-  """The complete rows of a stats CSV ([] if it does not exist).
+  """The complete rows of a stats CSV ([] if it does not exist), every one with our columns.
 
-  A half-written last row (a job killed while writing) is dropped; a file with
-  other columns is an error, so another program's CSV is never overwritten.
+  Reads ours and the reference's (``step, energy, ewmean, ewvar, pmove`` and perhaps
+  ``s2, mu_x, mu_y, mu_z``): a column of ours that the file lacks reads as absent
+  (variance ``'nan'``, rolled_back ``'0'``); other columns are kept, in the file's
+  order. A half-written last row (a job killed while writing) is dropped; a file that
+  does not start with the reference's five columns is an error, so another program's
+  CSV is never overwritten.
   """
   path = pathlib.Path(path)
   if not path.exists():
@@ -119,15 +133,13 @@ def read_rows(path: pathlib.Path) -> list[dict[str, str]]:
   with path.open(newline='') as f:
     reader = csv.DictReader(f)
     fields = tuple(reader.fieldnames or COLUMNS)
-    if fields not in (COLUMNS, _OLD_COLUMNS):
+    if fields[: len(REFERENCE_COLUMNS)] != REFERENCE_COLUMNS or len(set(fields)) != len(fields):
       raise errors.ConfigError(
-        f"{path} has columns {reader.fieldnames}, not ferminet's {list(COLUMNS)}: "
-        'use another log.save_path'
+        f"{path} has columns {reader.fieldnames}, not ferminet's {list(COLUMNS)} (nor "
+        f"DeepMind FermiNet's {list(REFERENCE_COLUMNS)} and more): use another log.save_path"
       )
     rows = [row for row in reader if _complete(row, fields)]
-  for row in rows:
-    row.setdefault('rolled_back', '0')
-  return rows
+  return [{**row, **{k: v for k, v in ABSENT.items() if k not in row}} for row in rows]
 
 
 def _complete(row: dict[str, str | None], fields: tuple[str, ...]) -> bool:

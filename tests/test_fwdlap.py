@@ -33,6 +33,8 @@ def _both(system, cfg, seed=0):
     # LiH (diagonal envelope) and N2 (isotropic, full_det) are in test_hamiltonian.
     ('LiH', {'bias_orbitals': True, 'hidden_dims': ((8, 4), (8, 4), (6, 4))}),
     ('NH3', {'envelope_type': 'full', 'full_det': False}),
+    # DeepMind's layers: residuals (h + tanh z)/sqrt(2), r_ii = 0 (0/0 on the diagonal).
+    ('LiH', {'reference_layers': True, 'hidden_dims': ((8, 4), (8, 4), (8, 4))}),
   ],
 )
 def test_matches_hessian(molecule, overrides):
@@ -40,7 +42,9 @@ def test_matches_hessian(molecule, overrides):
   system = system_lib.make_system(molecules.build(molecule))
   overrides = dict(overrides)
   hidden = overrides.pop('hidden_dims', None)
+  reference_layers = overrides.pop('reference_layers', False)
   cfg = tiny_network_cfg(**overrides)
+  cfg.ferminet.reference_layers = reference_layers
   if hidden:  # a width change (no residual) after a residual layer
     cfg.ferminet.hidden_dims = hidden
   (lap_h, grad_h), (lap_s, grad_s) = _both(system, cfg)
