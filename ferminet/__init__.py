@@ -1,3 +1,3 @@
 """ferminet: the FermiNet wavefunction and neural-network variational Monte Carlo in JAX."""
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'

@@ -120,9 +120,10 @@ def default() -> ml_collections.ConfigDict:
           # (one-electron width, two-electron width) per layer.
           'hidden_dims': ((256, 32),) * 4,
           # True: the layers as DeepMind's FermiNet computes them, residual connections
-          # (h + tanh(z)) / sqrt(2) and electron self-distance r_ii = 0 in the pair stream
-          # (False: h + tanh(z) and r_ii = sqrt(3)). Needed to restore its checkpoints.
-          'reference_layers': False,
+          # (h + tanh(z)) / sqrt(2) and electron self-distance r_ii = 0 in the pair stream,
+          # so its checkpoints and hyperparameters carry over. False: this package's layers
+          # before version 0.2 (h + tanh(z), r_ii = sqrt(3)), to continue their checkpoints.
+          'reference_layers': True,
           # Reference keys accepted at their default only (see REFERENCE_ONLY):
           'use_last_layer': False,
           'separate_spin_channels': False,
