@@ -244,8 +244,10 @@ def _main(argv: Sequence[str]) -> None:
   try:
     cfg = config_lib.resolve(cfg)
     added = config_lib.apply_cpu_xla_flags() if cfg.debug.cpu_xla_flags else []
+    differing = config_lib.differing_defaults(cfg)
     if _DRY_RUN.value:
       print('\n'.join(summary(cfg)))
+      print(f'defaults_differing_from_reference: {"; ".join(differing) or "none"}')
       print(f'xla_flags: {os.environ.get("XLA_FLAGS", "")!r}', end='')
       print(
         f' (added by ferminet: {" ".join(added)}; off: --config.debug.cpu_xla_flags=False)'
@@ -257,6 +259,12 @@ def _main(argv: Sequence[str]) -> None:
       print(
         f'XLA_FLAGS: added {" ".join(added)} (faster on CPU; '
         '--config.debug.cpu_xla_flags=False keeps XLA defaults)',
+        flush=True,
+      )
+    if differing:
+      print(
+        "defaults that differ from DeepMind FermiNet's (set them to match): "
+        + '; '.join(differing),
         flush=True,
       )
     from ferminet import train

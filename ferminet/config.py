@@ -382,6 +382,25 @@ REFERENCE_ONLY = tuple(
 )
 
 
+# Defaults that differ from DeepMind FermiNet's on purpose: key -> the reference's default.
+# The ferminet command prints the ones a run uses (README, "Reference config files").
+REFERENCE_DEFAULTS = {
+  'optim.laplacian': 'default',  # its exact Hessian loop; our forward Laplacian is faster
+  'optim.max_vmap_batch_size': 0,  # all walkers at once; -1 chunks for the CPU caches
+  'mcmc.adapt_frequency': 100,  # width adapted every 100 iterations; here every one
+}
+
+
+def differing_defaults(cfg: ml_collections.ConfigDict) -> list[str]:
+  """``key=value (reference: value)`` for each REFERENCE_DEFAULTS key left at our default."""
+  ours = default()
+  return [
+    f'{key}={get_key(cfg, key)!r} (reference: {theirs!r})'
+    for key, theirs in REFERENCE_DEFAULTS.items()
+    if _plain(get_key(cfg, key)) == _plain(get_key(ours, key))
+  ]
+
+
 def _plain(value: Any) -> Any:
   """A config value as plain Python for comparison: dicts for ConfigDicts, tuples for lists."""
   if isinstance(value, ml_collections.ConfigDict):

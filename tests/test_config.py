@@ -114,6 +114,17 @@ def test_cli_dry_run_li():
   assert int(lines['parameters']) > 0 and int(lines['walkers_per_device']) > 0
   for flag in config_lib.CPU_XLA_FLAGS:  # what the command adds is said
     assert flag in lines['xla_flags']
+  # So are the defaults that differ from the reference's, on purpose.
+  differing = lines['defaults_differing_from_reference']
+  assert 'mcmc.adapt_frequency=1 (reference: 100)' in differing
+  assert "optim.laplacian='forward' (reference: 'default')" in differing
+
+
+def test_differing_defaults_are_only_those_left_at_ours():
+  cfg = config_lib.default()
+  cfg.mcmc.adapt_frequency = 100
+  cfg.optim.laplacian = 'folx'
+  assert config_lib.differing_defaults(cfg) == ['optim.max_vmap_batch_size=-1 (reference: 0)']
 
 
 def test_cli_dry_run_diatomic_units():
