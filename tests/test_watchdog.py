@@ -77,6 +77,8 @@ def test_thread_reports_a_stall():
   assert seen and 'pretraining step 3' in seen[0]
 
 
+@pytest.mark.slow  # 20-30 s (a real run in a subprocess); the thread test above is quick
+@pytest.mark.compat  # so CI's compat runs include it
 def test_stalled_training_run_exits_with_the_message(tmp_path):
   """A real run whose third training step never finishes.
 
