@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -191,9 +192,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f'ferminet-analyze: error: {e}', file=sys.stderr)
     sys.exit(2)
   if args.json:
-    print(json.dumps(_finite(result), indent=1, default=_json_default, allow_nan=False))
+    out = json.dumps(_finite(result), indent=1, default=_json_default, allow_nan=False)
   else:
-    print('\n'.join(text(result)))
+    out = '\n'.join(text(result))
+  try:
+    print(out, flush=True)
+  except BrokenPipeError:  # e.g. `ferminet-analyze RUN | head`: the reader has all it wants
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
 
 
 def _finite(obj):
