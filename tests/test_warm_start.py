@@ -137,7 +137,7 @@ def test_warm_start_at_a_stretched_bond(source, tmp_path, capsys):
   # (float64, seed 0, one CPU core): fresh start -0.57 Ha mean over its first 10 steps
   # (-0.45 ... -0.83), warm start -1.065 (-1.03 ... -1.15), combined error 0.07 Ha (naive,
   # from the spread, which the fresh run's drift inflates: conservative); a fresh run at
-  # 1.5 bohr measured the same, -0.58. Both must also stay variational (above the exact energy).
+  # 1.5 bohr measured the same, -0.58. The warm start must also stay variational (above exact).
   fresh = np.asarray(source_result.energies[:ITERATIONS])
   energies = np.asarray(warm.energies)
   assert np.all(np.isfinite(energies))
