@@ -40,7 +40,7 @@ def path_for(
   return pathlib.Path(directory) / f'{prefix}_{step:08d}{"_final" if final else ""}.pkl'
 
 
-def _parse(path: pathlib.Path, prefix: str = TRAIN) -> tuple[int, bool] | None:
+def parse_name(path: pathlib.Path, prefix: str = TRAIN) -> tuple[int, bool] | None:
   m = re.fullmatch(rf'{re.escape(prefix)}_(\d+)(_final)?\.pkl', path.name)
   return (int(m.group(1)), bool(m.group(2))) if m else None
 
@@ -50,7 +50,7 @@ def list_checkpoints(directory: pathlib.Path, prefix: str = TRAIN) -> list[pathl
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     return []
-  found = [(key, p) for p in directory.iterdir() if (key := _parse(p, prefix)) is not None]
+  found = [(key, p) for p in directory.iterdir() if (key := parse_name(p, prefix)) is not None]
   return [p for _, p in sorted(found)]
 
 
@@ -91,8 +91,8 @@ def save(
       'permissions, then rerun the same command to continue'
     ) from None
   existing = list_checkpoints(directory, prefix)
-  periodic = [p for p in existing if not _parse(p, prefix)[1]]
-  finals = [p for p in existing if _parse(p, prefix)[1]]
+  periodic = [p for p in existing if not parse_name(p, prefix)[1]]
+  finals = [p for p in existing if parse_name(p, prefix)[1]]
   for old in periodic[:-keep] + finals[:-1]:
     old.unlink(missing_ok=True)
   return path
@@ -130,11 +130,19 @@ def load(path: pathlib.Path) -> dict[str, Any]:
 
 def load_latest(directory: pathlib.Path, prefix: str = TRAIN) -> dict[str, Any] | None:
   """The newest valid checkpoint in ``directory``, warning about and skipping damaged ones."""
+  found = find_latest(directory, prefix)
+  return found[1] if found is not None else None
+
+
+def find_latest(
+  directory: pathlib.Path, prefix: str = TRAIN
+) -> tuple[pathlib.Path, dict[str, Any]] | None:
+  """The path and contents of the newest valid checkpoint in ``directory`` (as load_latest)."""
   for path in reversed(list_checkpoints(directory, prefix)):
     try:
-      return load(path)
+      return path, load(path)
     except errors.ConfigError as e:
-      warnings.warn(f'{e}; trying the previous checkpoint', stacklevel=2)
+      warnings.warn(f'{e}; trying the previous checkpoint', stacklevel=3)
   return None
 
 

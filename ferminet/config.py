@@ -239,6 +239,20 @@ def default() -> ml_collections.ConfigDict:
         'keep_checkpoints': 3,  # newest periodic checkpoints kept (plus the final one)
         'save_path': '',
         'restore_path': '',
+        # Warm start from another geometry: a run folder (its newest ckpt_*.pkl) or one
+        # ckpt_*.pkl file of a run of the same elements in the same order, electrons and
+        # network. A NEW run (no checkpoint of its own in save_path; its own always take
+        # priority) takes the parameters and MCMC width from it, moves each walker's
+        # electrons with their nearest nucleus, re-equilibrates them for mcmc.burn_in
+        # sweeps and trains from step 0 without pretraining. Not with log.restore_path.
+        'init_from': '',
+        # With init_from: True takes the checkpoint's optimizer state (KFAC statistics,
+        # Adam moments, the learning-rate schedule's step) when the optimizer is the same.
+        'init_optimizer_state': False,
+        # Written by the run, not an input (a value given is replaced): the checkpoint a
+        # warm-started run began from (path, its step, the source's system.name), kept
+        # when the run is continued; path '' for a run that did not start from init_from.
+        'started_from': {'path': '', 'step': -1, 'system': ''},
         # The reference's, marked not functional there; accepted at False only.
         'walkers': False,
         'local_energies': False,
@@ -602,6 +616,7 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   if cfg.system.units is not None:
     system_lib.unit_scale(cfg.system.units)  # raises on anything but bohr/angstrom
   _check_paths(cfg.log)
+  _check_init_from(cfg)
   d = cfg.distributed
   if d.coordinator_address and not (
     ':' in d.coordinator_address and d.num_processes >= 1 and 0 <= d.process_id < d.num_processes
@@ -675,6 +690,37 @@ def _check_paths(log: ml_collections.ConfigDict) -> None:
         f'log.restore_path {log.restore_path!r} holds no checkpoint (ckpt_*.pkl, or '
         "DeepMind FermiNet's qmcjax_ckpt_*.npz)"
       )
+
+
+def _check_init_from(cfg: ml_collections.ConfigDict) -> None:
+  """log.init_from: an existing folder with a ckpt_*.pkl or one such file, for training;
+  not checked once log.save_path holds checkpoints (the run continues those)."""
+  where = cfg.log.init_from
+  if not where:
+    return
+  if cfg.log.restore_path:
+    raise errors.ConfigError(
+      f'log.init_from ({where!r}) and log.restore_path ({cfg.log.restore_path!r}) are both '
+      'set: log.restore_path continues a checkpoint of the same system, log.init_from starts '
+      'a new run at another geometry from one; set only one'
+    )
+  if cfg.optim.optimizer == 'none':
+    raise errors.ConfigError(
+      f'log.init_from ({where!r}) starts training at a new geometry; an inference run '
+      '(optim.optimizer none) evaluates a run of its own geometry: use log.restore_path'
+    )
+  if cfg.log.save_path and checkpoint.list_checkpoints(pathlib.Path(cfg.log.save_path)):
+    return  # the run continues its own checkpoints; init_from is not read again
+  path = pathlib.Path(where)
+  if not path.exists():
+    raise errors.ConfigError(f'log.init_from {where!r} does not exist')
+  if path.is_file() and checkpoint.parse_name(path) is None:
+    raise errors.ConfigError(
+      f'log.init_from {where!r} is not a ferminet training checkpoint (ckpt_<step>.pkl or '
+      'ckpt_<step>_final.pkl) nor a run folder'
+    )
+  if path.is_dir() and not checkpoint.list_checkpoints(path):
+    raise errors.ConfigError(f'log.init_from {where!r} holds no ferminet checkpoint (ckpt_*.pkl)')
 
 
 def _atom_label(symbol: str, system: system_lib.System) -> str:

@@ -67,6 +67,37 @@ def init_walkers(
   return centres[None, :] + width * noise
 
 
+def follow_nuclei(walkers: Any, old_coords: Any, new_coords: Any) -> np.ndarray:
+  """Walkers carried from one geometry to another: each electron moves with its nearest nucleus.
+
+  Every electron is shifted by the displacement of the nucleus nearest to it in the old
+  geometry, so that electrons near atom A stay near A wherever A went (a warm start from
+  another geometry, ``log.init_from``).
+
+  Args:
+    walkers: (batch, 3N) electron positions in the old geometry, bohr.
+    old_coords: (n_atoms, 3) nuclear positions the walkers belong to, bohr.
+    new_coords: (n_atoms, 3) the positions of the same nuclei in the new geometry, bohr.
+
+  Returns:
+    (batch, 3N) electron positions for the new geometry, bohr, in the walkers' dtype.
+  """
+  walkers = np.asarray(walkers)
+  old = np.asarray(old_coords, dtype=float).reshape(-1, 3)
+  new = np.asarray(new_coords, dtype=float).reshape(-1, 3)
+  if old.shape != new.shape:
+    raise ValueError(f'{len(old)} old nuclear positions but {len(new)} new ones')
+  electrons = walkers.reshape(walkers.shape[0], -1, 3).astype(float)
+  nearest = np.zeros(electrons.shape[:2], dtype=int)  # (batch, N): index of the nearest nucleus
+  best = np.full(electrons.shape[:2], np.inf)
+  for i, centre in enumerate(old):  # one atom at a time: memory (batch, N), not (batch, N, M)
+    d2 = np.sum((electrons - centre) ** 2, axis=-1)
+    closer = d2 < best
+    nearest[closer], best[closer] = i, d2[closer]
+  moved = electrons + (new - old)[nearest]
+  return moved.reshape(walkers.shape).astype(walkers.dtype)
+
+
 def make_step(
   log_prob: Callable[[Any, jax.Array], jax.Array], steps: int
 ) -> Callable[..., tuple[jax.Array, jax.Array, jax.Array]]:

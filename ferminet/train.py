@@ -37,6 +37,7 @@ import numpy as np
 from ferminet import (
   analysis,
   checkpoint,
+  elements,
   errors,
   fwdlap,
   hamiltonian,
@@ -139,6 +140,7 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
   if cfg.debug.float64:
     jax.config.update('jax_enable_x64', True)
   cfg = config_lib.resolve(cfg)
+  cfg.log.started_from.update(_NOT_STARTED_FROM)  # an output: set by start() on a warm start
   parallel.initialize(cfg)  # before JAX touches a device
   system = config_lib.system_of(cfg)
   parallel.check_batch(cfg.batch_size)
@@ -197,6 +199,10 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
       hint=f'Checkpoints are in {save_path}; see "Known problems" in the README.',
     ),
   )
+
+
+# log.started_from of a run that did not start from log.init_from (config.default()'s).
+_NOT_STARTED_FROM = {'path': '', 'step': -1, 'system': ''}
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -329,10 +335,22 @@ def restore(run: Run) -> tuple[TrainState, str] | None:
       source = f'the reference checkpoint {name} in {found.path.parent}'
     else:
       state, step, source = _state_from(run, found, str(where)), found['step'], str(where)
+      if where == run.save_path and not run.inference:
+        _recall_start(run, found)
     if run.inference:
       return state, f'inference of the wavefunction of step {step} from {source}'
     return state, f'restored step {state.step} from {source}'
   return None
+
+
+def _recall_start(run: Run, data: dict[str, Any]) -> None:
+  """A continued warm-started run keeps log.started_from (from its checkpoint) in config.json."""
+  record = data.get('started_from') or {}
+  if not record.get('path'):
+    return
+  run.cfg.log.started_from.update({k: record[k] for k in _NOT_STARTED_FROM if k in record})
+  if parallel.is_main():
+    write_config(run.cfg, run.save_path)
 
 
 def _load(path: pathlib.Path) -> dict[str, Any] | reference_checkpoint.ReferenceCheckpoint | None:
@@ -377,20 +395,174 @@ def _state_from(run: Run, data: dict[str, Any], where: str) -> TrainState:
   )
   if run.inference:  # an inference checkpoint continues; a training one starts inference
     return state if data['meta'].get('optimizer') == 'none' else state._replace(step=0)
-  state = init_optimizer(run, state)
+  state, taken = _saved_opt_state(run, init_optimizer(run, state), data)
+  if not taken:
+    say(f'note: optimizer state not restored (checkpoint from {data["meta"].get("optimizer")})')
+  return state
+
+
+def _saved_opt_state(run: Run, state: TrainState, data: dict[str, Any]) -> tuple[TrainState, bool]:
+  """``state`` with the checkpoint's optimizer state, and True; ``state`` and False when the
+  checkpoint's optimizer differs from this run's or its state does not fit."""
   leaves, treedef = jax.tree.flatten(state.opt_state)
   saved = data.get('opt_state')
-  if (
+  if not (
     data['meta'].get('optimizer') == run.cfg.optim.optimizer
     and saved is not None
     and [np.shape(s) for s in saved] == [np.shape(x)[1:] for x in leaves]
   ):
-    restored = [
-      parallel.replicate(jnp.asarray(s, x.dtype)) for s, x in zip(saved, leaves, strict=True)
-    ]
-    state = state._replace(opt_state=jax.tree.unflatten(treedef, restored))
-  else:
-    say(f'note: optimizer state not restored (checkpoint from {data["meta"].get("optimizer")})')
+    return state, False
+  restored = [
+    parallel.replicate(jnp.asarray(s, x.dtype)) for s, x in zip(saved, leaves, strict=True)
+  ]
+  return state._replace(opt_state=jax.tree.unflatten(treedef, restored)), True
+
+
+def _symbols(charges: Any) -> str:
+  """'[C, H, H]' for nuclear charges (a non-integer charge as Z=3.1)."""
+  names = []
+  for z in np.atleast_1d(np.asarray(charges, dtype=float)):
+    whole = float(z).is_integer() and 1 <= z <= len(elements.ELEMENTS)
+    names.append(elements.by_number(int(z)).symbol if whole else f'Z={z:g}')
+  return f'[{", ".join(names)}]'
+
+
+def _network_difference(saved: Any, template: Any) -> str | None:
+  """The first parameter in which two parameter trees differ, in words; None if they agree."""
+
+  def shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {jax.tree_util.keystr(path): tuple(np.shape(x)) for path, x in flat}
+
+  theirs, ours = shapes(saved), shapes(template)
+  for name, shape in ours.items():
+    if name not in theirs:
+      return f'this network has parameter {name} {shape}, the checkpoint has not'
+    if theirs[name] != shape:
+      return f'parameter {name} has shape {theirs[name]} in the checkpoint, {shape} here'
+  for name in theirs:
+    if name not in ours:
+      return f'the checkpoint has parameter {name} {theirs[name]}, this network has not'
+  return None
+
+
+def check_warm_start(run: Run, data: dict[str, Any], where: str) -> None:
+  """Raises one ConfigError when checkpoint ``data`` cannot start this run at its geometry.
+
+  Unlike a restore, the nuclear coordinates may differ; the elements (nuclear charges, in
+  order), the electrons (n_alpha, n_beta) and the network (parameter shapes,
+  ``network.ferminet.reference_layers``) must be the same.
+  """
+  meta = {'reference_layers': False, **data['meta']}  # written before the option existed
+  charges, ours = np.asarray(meta.get('charges', ()), dtype=float), run.system.charges
+  prefix = f'log.init_from {where}'
+  only = 'a warm start needs the same elements in the same order; only the geometry may differ'
+  if charges.shape != ours.shape or not np.allclose(charges, ours):
+    raise errors.ConfigError(
+      f'{prefix}: atoms are {_symbols(charges)}, this run has {_symbols(ours)}; {only}'
+    )
+  electrons = tuple(int(n) for n in meta.get('electrons', ()))
+  if electrons != tuple(run.system.electrons):
+    raise errors.ConfigError(
+      f'{prefix}: electrons (alpha, beta) are {electrons}, this run has '
+      f'{tuple(run.system.electrons)} (system.charge, system.spin_polarisation); {only}'
+    )
+  layers = bool(run.cfg.network.ferminet.reference_layers)
+  if bool(meta['reference_layers']) != layers:
+    raise errors.ConfigError(
+      f'{prefix}: network.ferminet.reference_layers is {bool(meta["reference_layers"])} '
+      f'there, {layers} here; set it as the source run did'
+    )
+  difference = _network_difference(data['params'], run.network.init(jax.random.PRNGKey(0)))
+  if difference is not None:
+    raise errors.ConfigError(
+      f"{prefix}: the network differs ({difference}); use the source run's network settings "
+      '(network.determinants, network.ferminet.hidden_dims, network.full_det, '
+      'network.envelope_type, network.bias_orbitals, network.jastrow)'
+    )
+
+
+def _init_from(run: Run) -> tuple[pathlib.Path, dict[str, Any]]:
+  """The checkpoint log.init_from names (a file, or a folder's newest) and its contents."""
+  where = pathlib.Path(run.cfg.log.init_from)
+  if where.is_file():
+    return where, checkpoint.load(where)
+  found = checkpoint.find_latest(where)
+  if found is None:
+    raise errors.ConfigError(
+      f'log.init_from {str(where)!r} holds no readable ferminet checkpoint (ckpt_*.pkl)'
+    )
+  return found
+
+
+def _source_name(path: pathlib.Path, data: dict[str, Any]) -> str:
+  """system.name of the run that wrote a checkpoint: its own record, else its folder's
+  config.json, else the folder's name."""
+  if data.get('system_name'):
+    return str(data['system_name'])
+  try:
+    name = json.loads((path.parent / 'config.json').read_text())['system']['name']
+  except (OSError, ValueError, KeyError, TypeError):
+    name = ''
+  return str(name) or path.parent.name
+
+
+def warm_start(run: Run) -> TrainState:
+  """A new run at this geometry from the checkpoint log.init_from names (another geometry).
+
+  Takes its parameters and MCMC width; its walkers (resampled to batch_size) move with
+  the nuclei (:func:`mcmc.follow_nuclei`) and are re-equilibrated for ``mcmc.burn_in``
+  sweeps with those parameters. No pretraining; the step starts at 0 and the PRNG key
+  comes from ``debug.seed``. The optimizer state is fresh, or with
+  ``log.init_optimizer_state`` the checkpoint's when the optimizer is the same. Records
+  the source in ``log.started_from`` (config.json and this run's checkpoints) and saves
+  the step-0 checkpoint.
+
+  Raises:
+    errors.ConfigError: the checkpoint is of other elements, electrons or network.
+  """
+  cfg = run.cfg
+  path, data = _init_from(run)
+  check_warm_start(run, data, str(path))
+  name, step = _source_name(path, data), int(data['step'])
+  old = np.asarray(data['meta']['coords'], dtype=float).reshape(-1, 3)
+  moved = float(np.max(np.linalg.norm(run.system.coords - old, axis=-1)))
+  say(f'warm start from {path} (step {step}, geometry of {name})')
+  s = cfg.debug.seed
+  say(f'seed {s} (to repeat: --config.debug.deterministic --config.debug.seed {s})')
+  dtype = jax.tree.leaves(jax.eval_shape(run.network.init, jax.random.PRNGKey(0)))[0].dtype
+  params = jax.tree.map(lambda a: jnp.asarray(a, dtype), data['params'])
+  walkers = mcmc.follow_nuclei(
+    _resampled(np.asarray(data['walkers']), cfg.batch_size), old, run.system.coords
+  )
+  state = TrainState(
+    params=parallel.replicate(params),
+    opt_state=None,
+    walkers=parallel.local_walkers(np.asarray(walkers, dtype)),
+    width=parallel.replicate(jnp.asarray(data['width'], dtype)),
+    step=0,
+    key=jax.random.PRNGKey(s),
+  )
+  say(
+    f'pretraining skipped: parameters and MCMC width ({float(data["width"]):.3f} bohr) from '
+    f'the checkpoint; nuclei moved by up to {moved:.3f} bohr, the walkers with them, '
+    f're-equilibrated for {cfg.mcmc.burn_in} sweeps (mcmc.burn_in)'
+  )
+  state = burn_in(run, state, cfg.mcmc.burn_in)
+  state = init_optimizer(run, state)
+  if cfg.log.init_optimizer_state:
+    state, taken = _saved_opt_state(run, state, data)
+    saved = data['meta'].get('optimizer')
+    say(
+      f'optimizer state taken from the checkpoint ({saved})'
+      if taken
+      else f'note: optimizer state not taken (the checkpoint is from {saved}, this run uses '
+      f'{cfg.optim.optimizer}); it starts afresh'
+    )
+  cfg.log.started_from.update({'path': str(path.resolve()), 'step': step, 'system': name})
+  if parallel.is_main():
+    write_config(cfg, run.save_path)
+  save(run, state)  # a restart continues this run, never warm-starts again
   return state
 
 
@@ -463,6 +635,8 @@ def save(run: Run, state: TrainState, final: bool = False) -> pathlib.Path:
     'width': float(state.width[0]),
     'key': np.asarray(state.key),
     'meta': _meta(run, params),
+    'system_name': run.cfg.system.name,  # read by a warm start from this checkpoint
+    'started_from': run.cfg.log.started_from.to_dict(),  # kept when this run is continued
   }
   prefix = checkpoint.INFERENCE if run.inference else checkpoint.TRAIN
   if not parallel.is_main():
@@ -586,6 +760,8 @@ def start(run: Run) -> TrainState:
     say(message)
     return state
   _set_aside(stats_csv(run))
+  if run.cfg.log.init_from and not run.inference:
+    return warm_start(run)
   state = fresh_state(run)
   state = run_pretrain(run, state)
   state = burn_in(run, state, run.cfg.mcmc.burn_in)
@@ -642,7 +818,14 @@ def summarize(run: Run, csv_path: pathlib.Path, state: TrainState, energies: lis
   return Result(stats.mean, stats.stderr, ref[0] if ref else None, run.save_path, state, energies)
 
 
-_INFERENCE_KEYS = ('optim.optimizer', 'optim.iterations', 'log.save_path', 'log.restore_path')
+_INFERENCE_KEYS = (
+  'optim.optimizer',
+  'optim.iterations',
+  'log.save_path',
+  'log.restore_path',
+  'log.init_from',  # the inference run evaluates this run's checkpoint, not the source's
+  'log.init_optimizer_state',
+)
 
 
 def inference_command(
