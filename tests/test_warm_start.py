@@ -45,7 +45,11 @@ def test_walkers_follow_their_nearest_nucleus():
 
 @pytest.fixture(scope='module')
 def source(tmp_path_factory):
-  """H2 at 1.4 bohr, trained SOURCE_ITERATIONS tiny iterations (KFAC)."""
+  """H2 at 1.4 bohr, trained SOURCE_ITERATIONS tiny iterations (KFAC).
+
+  The tests on it (about 30 s together) are slow and compat: they run with ``pytest -m
+  slow`` and in CI's compat runs, which keeps the default run under 10 minutes on 2 cores.
+  """
   path = tmp_path_factory.mktemp('h2_14')
   result = train.train(h2_config(path, 1.4, SOURCE_ITERATIONS))
   return result, path
@@ -59,6 +63,8 @@ def _refused(cfg):
   return message
 
 
+@pytest.mark.slow
+@pytest.mark.compat
 def test_other_system_or_network_is_refused(source, tmp_path):
   _, path = source
   ckpt = str(path / f'ckpt_{SOURCE_ITERATIONS:08d}_final.pkl')
@@ -88,6 +94,8 @@ def test_other_system_or_network_is_refused(source, tmp_path):
     assert not list((tmp_path / name).glob('ckpt_*')), name
 
 
+@pytest.mark.slow
+@pytest.mark.compat
 def test_optimizer_state_is_taken_only_when_asked_and_matching(source, tmp_path, capsys):
   _, path = source
   saved = checkpoint.load_latest(path)['opt_state']
@@ -110,6 +118,8 @@ def test_optimizer_state_is_taken_only_when_asked_and_matching(source, tmp_path,
   )
 
 
+@pytest.mark.slow
+@pytest.mark.compat
 def test_warm_start_at_a_stretched_bond(source, tmp_path, capsys):
   source_result, path = source
   capsys.readouterr()
