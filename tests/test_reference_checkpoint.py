@@ -298,6 +298,8 @@ def test_reference_stats_are_read_and_analysed(tmp_path, capsys, observables):
   assert [r['step'] for r in writers.read_rows(path)] == [str(t) for t in range(31)]
 
 
+@pytest.mark.slow  # 25-33 s; CI's compat runs (pytest -m compat) include it
+@pytest.mark.compat
 def test_training_and_inference_continue_a_reference_run(tmp_path, capsys):
   """A reference run folder (qmcjax_ckpt_000004.npz, 5-column train_stats.csv) continued in
   place: steps 5-9 with the converted parameters, then our checkpoint takes priority; an
