@@ -1,0 +1,93 @@
+"""Runs the ``ferminet`` command line as a user would and times each statistics row.
+
+Shared by the benchmarks that measure time from launch (``warm_start.py``): the wall
+time at which each row of the run's ``train_stats.csv`` appeared, measured by polling
+the file while the run goes. Rows are written in batches (at each progress line, about
+every 20 iterations or 30 s), so a row's time is when its batch reached the disk: at
+most one batch late.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Launch:
+  """One finished ``ferminet`` run: what it wrote and when."""
+
+  run_dir: pathlib.Path
+  wall_s: float  # launch to exit
+  steps: np.ndarray  # (rows,) the step of each row of train_stats.csv
+  energy: np.ndarray  # (rows,) Ha
+  variance: np.ndarray  # (rows,) Ha²
+  seconds: np.ndarray  # (rows,) seconds from launch at which the row was seen on disk
+
+
+def run_cli(args: list[str], run_dir: pathlib.Path, poll_s: float = 0.2) -> Launch:
+  """Runs ``python -m ferminet.cli ARGS`` (its output to ``run_dir/../<name>.log``).
+
+  Raises:
+    RuntimeError: the run failed (the log's last lines are in the message).
+  """
+  run_dir = pathlib.Path(run_dir)
+  log = run_dir.parent / f'{run_dir.name}.log'
+  run_dir.parent.mkdir(parents=True, exist_ok=True)
+  csv = run_dir / 'train_stats.csv'
+  seen: list[float] = []
+  start = time.monotonic()
+  with log.open('w') as out:
+    proc = subprocess.Popen(
+      [sys.executable, '-m', 'ferminet.cli', *args], stdout=out, stderr=subprocess.STDOUT
+    )
+    while proc.poll() is None:
+      time.sleep(poll_s)
+      _count_rows(csv, seen, time.monotonic() - start)
+  wall = time.monotonic() - start
+  _count_rows(csv, seen, wall)
+  if proc.returncode != 0:
+    tail = '\n'.join(log.read_text().splitlines()[-15:])
+    raise RuntimeError(f'ferminet exited with {proc.returncode}; {log}:\n{tail}')
+  rows = [line.split(',') for line in csv.read_text().splitlines()]
+  header, rows = rows[0], rows[1:]
+  col = {name: header.index(name) for name in ('step', 'energy', 'variance')}
+  return Launch(
+    run_dir,
+    wall,
+    np.array([int(r[col['step']]) for r in rows]),
+    np.array([float(r[col['energy']]) for r in rows]),
+    np.array([float(r[col['variance']]) for r in rows]),
+    np.array(seen[: len(rows)]),
+  )
+
+
+def _count_rows(csv: pathlib.Path, seen: list[float], now: float) -> None:
+  """Appends ``now`` once for every complete row that appeared since the last call."""
+  try:
+    text = csv.read_text()
+  except OSError:
+    return
+  complete = max(text.count('\n') - 1, 0)  # without the header; a partial row has no \n
+  seen.extend([now] * (complete - len(seen)))
+
+
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+  """Trailing means: entry i is the mean of values[i - window + 1 : i + 1], shape
+  (len - window + 1,)."""
+  c = np.cumsum(np.concatenate([[0.0], values]))
+  return (c[window:] - c[:-window]) / window
+
+
+def first_within(values: np.ndarray, target: float, tolerance: float, window: int) -> int | None:
+  """Index (into ``values``) of the first row whose trailing ``window``-row mean is within
+  ``tolerance`` of ``target``; None when none is."""
+  if values.size < window:
+    return None
+  hits = np.nonzero(np.abs(rolling_mean(values, window) - target) <= tolerance)[0]
+  return None if hits.size == 0 else int(hits[0]) + window - 1
