@@ -54,6 +54,7 @@ def common_args(length: float, batch: int, seed: int, run_dir: pathlib.Path) -> 
     'system.bond_length': length,
     'system.units': 'bohr',
     'batch_size': batch,
+    'debug.deterministic': True,  # else debug.seed is ignored
     'debug.seed': seed,
     'log.save_path': run_dir,
     **NETWORK,
