@@ -60,9 +60,7 @@ def common_args(length: float, batch: int, seed: int, run_dir: pathlib.Path) -> 
     **NETWORK,
   }
   args = ['--config', 'ferminet/configs/diatomic.py']
-  for key, value in settings.items():
-    args += [f'--config.{key}', str(value)]
-  return args
+  return args + [f'--config.{key}={value}' for key, value in settings.items()]
 
 
 def tail_energy(run: launch.Launch, rows: int) -> analysis.Reblocked:
