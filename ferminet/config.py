@@ -250,8 +250,9 @@ def default() -> ml_collections.ConfigDict:
         # Adam moments, the learning-rate schedule's step) when the optimizer is the same.
         'init_optimizer_state': False,
         # Written by the run, not an input (a value given is replaced): the checkpoint a
-        # warm-started run began from (path, its step, the source's system.name), kept
-        # when the run is continued; path '' for a run that did not start from init_from.
+        # warm-started run began from, or the training checkpoint an inference run
+        # evaluates (path, its step, the source's system.name), kept when the run is
+        # continued; path '' for a training run that did not start from init_from.
         'started_from': {'path': '', 'step': -1, 'system': ''},
         # The reference's, marked not functional there; accepted at False only.
         'walkers': False,

@@ -318,6 +318,7 @@ def restore(run: Run) -> tuple[TrainState, str] | None:
     data = checkpoint.load_latest(run.save_path, checkpoint.INFERENCE)
     if data is not None:
       state = _state_from(run, data, str(run.save_path))
+      _recall_start(run, data)
       return state, f'continuing inference at step {state.step} from {run.save_path}'
   for where in (run.save_path, run.cfg.log.restore_path):
     if not where:
@@ -338,13 +339,28 @@ def restore(run: Run) -> tuple[TrainState, str] | None:
       if where == run.save_path and not run.inference:
         _recall_start(run, found)
     if run.inference:
+      _record_evaluated(run, path, step, found)
       return state, f'inference of the wavefunction of step {step} from {source}'
     return state, f'restored step {state.step} from {source}'
   return None
 
 
+def _record_evaluated(run: Run, path: pathlib.Path, step: int, found: Any) -> None:
+  """An inference run records the training checkpoint it evaluates in log.started_from
+  (its config file and checkpoints): ferminet-analyze --match-length compares the steps."""
+  if isinstance(found, reference_checkpoint.ReferenceCheckpoint):
+    name = run.cfg.system.name
+  else:
+    name = _source_name(path if path.is_file() else path / 'config.json', found)
+  record = {'path': str(path.resolve()), 'step': int(step), 'system': name}
+  run.cfg.log.started_from.update(record)
+  if parallel.is_main():
+    write_config(run.cfg, run.save_path)
+
+
 def _recall_start(run: Run, data: dict[str, Any]) -> None:
-  """A continued warm-started run keeps log.started_from (from its checkpoint) in config.json."""
+  """A continued warm-started (or inference) run keeps log.started_from (from its
+  checkpoint) in its config file."""
   record = data.get('started_from') or {}
   if not record.get('path'):
     return

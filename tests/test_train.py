@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import checkpoint, errors, optimizers, parallel, pretrain, scf, train, writers
+from ferminet import (
+  analysis,
+  checkpoint,
+  errors,
+  optimizers,
+  parallel,
+  pretrain,
+  scf,
+  train,
+  writers,
+)
 from ferminet import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -209,6 +219,11 @@ def test_interrupted_inference_continues(kfac_run, tmp_path, capsys):
   assert len(second.energies) == 3  # only the remaining steps were computed
   csv_bytes = [(tmp_path / p / 'inference_stats.csv').read_bytes() for p in ('straight', 'split')]
   assert csv_bytes[0] == csv_bytes[1]
+  # Both record the training checkpoint they evaluate, the continued one too.
+  evaluated = checkpoint.find_latest(trained)[1]['step']
+  for p in ('straight', 'split'):
+    record = json.loads((tmp_path / p / 'config.json').read_text())['log']['started_from']
+    assert record['step'] == evaluated and record['path'] == str(trained.resolve())
 
 
 def test_inference_in_the_training_folder_keeps_its_records(kfac_run, tmp_path, capsys):
@@ -226,6 +241,11 @@ def test_inference_in_the_training_folder_keeps_its_records(kfac_run, tmp_path, 
     assert (run_dir / name).read_bytes() == content, name  # the training run's files
   config = json.loads((run_dir / 'inference_config.json').read_text())
   assert config['optim']['optimizer'] == 'none'
+  # It names the training step it evaluates (ferminet-analyze --match-length compares it).
+  assert config['log']['started_from']['step'] == checkpoint.find_latest(run_dir)[1]['step']
+  summary, _ = analysis.analyze_run(run_dir)
+  assert summary.stats_file == 'inference_stats.csv'
+  assert summary.started_from == config['log']['started_from']
 
 
 def _summary_of(tmp_path, energies, optimizer='kfac'):
