@@ -132,6 +132,82 @@ def drift(values: np.ndarray) -> Drift:
   return Drift(first, second, sigmas)
 
 
+@dataclasses.dataclass(frozen=True)
+class Extrapolation:
+  """Energy against local-energy variance, fitted by a line and extrapolated to zero
+  variance (energies in Ha, variances in Ha²)."""
+
+  energy: float  # the intercept: the energy at zero variance
+  stderr: float
+  slope: float  # dE/dσ², in 1/Ha
+  slope_stderr: float
+  blocks: int  # points of the fit: block means of block_size consecutive steps
+  block_size: int
+  variance_min: float  # range of the block-mean variances the line is fitted over
+  variance_max: float
+
+
+MIN_FIT_BLOCKS = 4
+
+
+def extrapolate(energy: np.ndarray, variance: np.ndarray) -> Extrapolation | None:
+  """Zero-variance extrapolation of a run: a least-squares line through (σ², E).
+
+  The energies of consecutive steps are correlated, so the line is fitted to block
+  means of both series. The block size is the reblocking block size of the residuals
+  of a first fit to the single steps (the correlation left once the trend along the
+  line is taken out; fewer steps per block when that leaves under ``MIN_FIT_BLOCKS``
+  blocks). The intercept's error is the ordinary least-squares one from the residuals
+  of the block means. The fit is informative only where the wavefunction, and with it
+  the variance, changes along the stretch (a training run); on an inference run (fixed
+  parameters) the variance changes by noise alone and the error is large. Shapes:
+  (steps,) each; non-finite rows are dropped.
+
+  Returns None with fewer than MIN_FIT_BLOCKS finite steps or no spread in variance
+  (e.g. a file of DeepMind's FermiNet, which has no variance column).
+  """
+  e, v = np.asarray(energy, dtype=float), np.asarray(variance, dtype=float)
+  keep = np.isfinite(e) & np.isfinite(v)
+  e, v = e[keep], v[keep]
+  if e.size < MIN_FIT_BLOCKS:
+    return None
+  first = _line(e, v)
+  if first is None:
+    return None
+  size = reblock(e - first[0] - first[1] * v).block_size
+  size = max(1, min(size, e.size // MIN_FIT_BLOCKS))
+  m = e.size // size
+  start = e.size - m * size  # the first steps are the ones left out
+  eb = e[start:].reshape(m, size).mean(axis=1)
+  vb = v[start:].reshape(m, size).mean(axis=1)
+  fit = _line(eb, vb)
+  if fit is None:
+    return None
+  intercept, slope = fit
+  sxx = float(np.sum((vb - vb.mean()) ** 2))
+  s2 = float(np.sum((eb - intercept - slope * vb) ** 2)) / (m - 2)
+  return Extrapolation(
+    energy=intercept,
+    stderr=float(np.sqrt(s2 * (1 / m + vb.mean() ** 2 / sxx))),
+    slope=slope,
+    slope_stderr=float(np.sqrt(s2 / sxx)),
+    blocks=m,
+    block_size=size,
+    variance_min=float(vb.min()),
+    variance_max=float(vb.max()),
+  )
+
+
+def _line(y: np.ndarray, x: np.ndarray) -> tuple[float, float] | None:
+  """Least-squares (intercept, slope) of y against x; None when x has no spread."""
+  dx = x - x.mean()
+  sxx = float(np.sum(dx**2))
+  if not sxx > 0:
+    return None
+  slope = float(np.sum(dx * (y - y.mean())) / sxx)
+  return float(y.mean() - slope * x.mean()), slope
+
+
 def reference_energies() -> dict[str, dict[str, str]]:
   """The shipped reference table, keyed by system name (e.g. 'Li', 'He+', 'N2')."""
   path = importlib.resources.files('ferminet') / 'data' / 'energies.csv'
@@ -198,11 +274,14 @@ class RunSummary:
   reference: Reference | None
   error_mha: float | None  # (energy - reference) in mHa
   correlation_pct: float | None  # % of the correlation energy (E_HF - E_ref) recovered
+  extrapolated: Extrapolation | None = None  # zero-variance fit over the averaged steps
+  batch_size: int | None = None  # walkers per step, from the run's config file
+  # The checkpoint the run started from (log.started_from: a warm start's source, or
+  # the training checkpoint an inference run evaluates): {path, step, system}, or None.
+  started_from: dict | None = None
 
   def to_dict(self) -> dict:
-    out = dataclasses.asdict(self)
-    out['energy'] = dataclasses.asdict(self.energy)
-    return out
+    return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,9 +346,15 @@ def _finite_mean(values: np.ndarray) -> float:
   return float(finite.mean()) if finite.size else float('nan')
 
 
-def run_config(run_dir: str | pathlib.Path) -> dict:
-  """The run's config.json (written by training) as a dict; {} when there is none."""
+def run_config(run_dir: str | pathlib.Path, stats_file: str = 'train_stats.csv') -> dict:
+  """The config file of the run that wrote ``stats_file``, as a dict ({} when none).
+
+  config.json, except for inference_stats.csv of an inference run in a training folder,
+  whose config is inference_config.json.
+  """
   path = pathlib.Path(run_dir) / 'config.json'
+  if stats_file == STATS_FILES['inference'] and path.with_name('inference_config.json').is_file():
+    path = path.with_name('inference_config.json')
   if not path.is_file():
     return {}
   try:
@@ -283,6 +368,7 @@ def analyze_run(
   burn_in: float | None = None,
   name: str | None = None,
   stats: str = 'auto',
+  average: int | None = None,
 ) -> tuple[RunSummary, RunData]:
   """Reblocked energy and averages of a run folder after dropping a burn-in.
 
@@ -294,6 +380,8 @@ def analyze_run(
       else the folder name.
     stats: which file: 'auto' (inference_stats.csv if present, else train_stats.csv),
       'train' or 'inference'.
+    average: average only the last ``average`` rows of those kept after the burn-in
+      (``--match-length``); None: all kept rows.
   """
   if burn_in is not None and not 0 <= burn_in < 1:
     raise errors.AnalysisError(f'burn-in fraction must be in [0, 1), got {burn_in}')
@@ -301,13 +389,20 @@ def analyze_run(
   if burn_in is None:
     burn_in = DEFAULT_BURN_IN[path.name]
   data = _read_stats(path)
-  system = run_config(run_dir).get('system', {})
+  cfg = run_config(run_dir, path.name)
+  system = cfg.get('system', {})
   if name is None:
     name = system.get('name') or pathlib.Path(run_dir).resolve().name
   n = data.energy.size
   start = min(int(n * burn_in), n - 1)
+  if average is not None:
+    if average < 1:
+      raise errors.AnalysisError(f'rows to average must be at least 1, got {average}')
+    start = max(start, n - average)
   kept = slice(start, None)
   blocked = reblock(data.energy[kept])
+  fit = extrapolate(data.energy[kept], data.variance[kept])
+  started = (cfg.get('log') or {}).get('started_from') or {}
   ref = reference(name, system.get('electrons') or None)
   error = corr = None
   if ref is not None:
@@ -328,8 +423,40 @@ def analyze_run(
     reference=ref,
     error_mha=error,
     correlation_pct=corr,
+    extrapolated=fit,
+    batch_size=cfg.get('batch_size'),
+    started_from=started if started.get('path') else None,
   )
   return summary, data
+
+
+def kept_rows(run_dir: str | pathlib.Path, burn_in: float | None, stats: str = 'auto') -> int:
+  """How many rows :func:`analyze_run` would average (after the burn-in)."""
+  path = stats_path(run_dir, stats)
+  n = _read_stats(path).energy.size
+  fraction = DEFAULT_BURN_IN[path.name] if burn_in is None else burn_in
+  return n - min(int(n * fraction), n - 1)
+
+
+def comparability(runs: Sequence[RunSummary]) -> list[str]:
+  """Notes on what makes the error bars of these runs not comparable: different
+  statistics files, batch sizes, averaged steps, or training steps evaluated."""
+  notes = []
+
+  def differ(what: str, values: dict[str, object]) -> None:
+    if len(set(map(str, values.values()))) > 1:
+      listed = ', '.join(f'{k} {v}' for k, v in values.items())
+      notes.append(f'{what} differ: {listed}')
+
+  differ('statistics files', {r.name: r.stats_file for r in runs})
+  differ('batch sizes', {r.name: r.batch_size for r in runs})
+  differ('averaged steps', {r.name: r.energy.n for r in runs})
+  inference = [r for r in runs if r.stats_file == STATS_FILES['inference']]
+  differ(
+    'training steps evaluated',
+    {r.name: (r.started_from or {}).get('step', 'unknown') for r in inference},
+  )
+  return notes
 
 
 @dataclasses.dataclass(frozen=True)

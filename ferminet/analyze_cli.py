@@ -3,7 +3,7 @@
 Usage:
     ferminet-analyze RUN_DIR [RUN_DIR ...] [--stats {auto,train,inference}]
                      [--burn-in FRACTION] [--json]
-    ferminet-analyze runs/bicbut runs/con_TS runs/t-but --relative-to bicbut
+    ferminet-analyze runs/bicbut runs/con_TS runs/t-but --relative-to bicbut [--match-length]
     python -m ferminet.analysis RUN_DIR
 
 For each run folder, one statistics file: ``inference_stats.csv`` when the folder has
@@ -19,6 +19,14 @@ known, and a convergence plot (``convergence.png`` in the run folder, or in
 kcal/mol (errors of independent runs added in quadrature), with published values,
 and ``reaction_profile.png``. Run names: ``--name`` (one per folder), else
 ``system.name`` from the folder's config.json, else the folder name.
+
+Beside each raw energy, the energy extrapolated to zero local-energy variance
+(:func:`ferminet.analysis.extrapolate`: a line through energy against variance over the
+averaged steps), and with ``--relative-to`` the relative energies of those. Error bars
+of several runs are comparable only for the same number of averaged steps and walkers:
+``--match-length`` averages the last N kept rows of every run (N the fewest any has),
+and a ``note:`` line names what still differs (statistics files, batch sizes, averaged
+steps, and for inference runs the training step each evaluates).
 """
 
 from __future__ import annotations
@@ -67,6 +75,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     metavar='NAME',
     help='print and plot energies relative to the run with this name, in kcal/mol',
   )
+  parser.add_argument(
+    '--match-length',
+    action='store_true',
+    help='average every run over the same number of steps: the last N kept rows of each, '
+    'N the fewest any run has, so that the error bars of the runs are comparable (for an '
+    'inference run per structure, with the same batch size, of training checkpoints of '
+    'the same step)',
+  )
   parser.add_argument('--json', action='store_true', help='print JSON instead of text')
   parser.add_argument(
     '--out',
@@ -90,9 +106,13 @@ def analyze(args: argparse.Namespace) -> dict:
   plots = None
   if not args.no_plot:
     from ferminet import plots  # matplotlib is imported only when plotting
-  runs = []
+  average = None
+  if args.match_length:
+    average = min(analysis.kept_rows(d, args.burn_in, args.stats) for d in args.run_dirs)
+  runs, summaries = [], []
   for run_dir, name in zip(args.run_dirs, names, strict=True):
-    summary, data = analysis.analyze_run(run_dir, args.burn_in, name, args.stats)
+    summary, data = analysis.analyze_run(run_dir, args.burn_in, name, args.stats, average)
+    summaries.append(summary)
     entry = summary.to_dict()
     if plots is not None:
       folder = args.out if args.out is not None else pathlib.Path(run_dir)
@@ -100,7 +120,13 @@ def analyze(args: argparse.Namespace) -> dict:
       entry['plot'] = str(plots.convergence(data, summary, folder / filename))
     runs.append(entry)
   # What was asked (None: each file's default); the fraction used is in each run's entry.
-  result = {'stats': args.stats, 'burn_in_fraction': args.burn_in, 'runs': runs}
+  result = {
+    'stats': args.stats,
+    'burn_in_fraction': args.burn_in,
+    'matched_rows': average,
+    'runs': runs,
+    'notes': analysis.comparability(summaries) if len(summaries) > 1 else [],
+  }
   if args.relative_to is not None:
     triples = [(r['name'], r['energy']['mean'], r['energy']['stderr']) for r in runs]
     relative = analysis.relative_energies(triples, args.relative_to)
@@ -110,8 +136,14 @@ def analyze(args: argparse.Namespace) -> dict:
       'units': 'kcal/mol',
       'hartree_to_kcal_per_mol': analysis.HARTREE_TO_KCAL_PER_MOL,
       'energies': [vars(r) for r in relative],
+      'extrapolated': None,
       'literature': [vars(x) for x in lit if x.name in {r.name for r in relative}],
     }
+    fits = [(r['name'], r['extrapolated']) for r in runs]
+    if all(fit is not None for _, fit in fits):
+      triples = [(name, fit['energy'], fit['stderr']) for name, fit in fits]
+      extrapolated = analysis.relative_energies(triples, args.relative_to)
+      result['relative']['extrapolated'] = [vars(r) for r in extrapolated]
     if plots is not None:
       folder = args.out if args.out is not None else pathlib.Path('.')
       path = plots.profile(relative, lit, args.relative_to, folder / 'reaction_profile.png')
@@ -151,6 +183,24 @@ def text(result: dict) -> list[str]:
       f'pmove_mean: {r["pmove"]:.4f}',
       f'variance_mean_Ha2: {r["variance"]:.6g}',
     ]
+    if r['batch_size'] is not None:
+      lines.append(f'batch_size: {r["batch_size"]}')
+    start = r['started_from']
+    if start is not None:
+      what = 'evaluates' if r['stats_file'] == 'inference_stats.csv' else 'warm-started from'
+      lines.append(
+        f'started_from: {what} step {start["step"]} of {start["system"]} ({start["path"]})'
+      )
+    fit = r['extrapolated']
+    if fit is None:
+      lines.append('extrapolated_Ha: n/a (no local-energy variance to fit)')
+    else:
+      lines.append(
+        f'extrapolated_Ha: {fit["energy"]:.6f} +/- {fit["stderr"]:.6f} (energy against '
+        f'variance, a line through {fit["blocks"]} block means of {fit["block_size"]} steps, '
+        f'variance {fit["variance_min"]:.4g} to {fit["variance_max"]:.4g} Ha2, slope '
+        f'{fit["slope"]:.4g} +/- {fit["slope_stderr"]:.2g} /Ha, at zero variance)'
+      )
     ref = r['reference']
     if ref is not None:
       lines += [
@@ -162,6 +212,10 @@ def text(result: dict) -> list[str]:
       lines.append('reference_Ha: n/a')
     if 'plot' in r:
       lines.append(f'plot: {r["plot"]}')
+  if result.get('matched_rows') is not None:
+    lines += ['', f'matched length: every run averaged over its last {result["matched_rows"]} rows']
+  for note in result.get('notes', []):
+    lines.append(f'note: {note}; their error bars are not comparable (see --match-length)')
   rel = result.get('relative')
   if rel is not None:
     lines += [
@@ -170,8 +224,15 @@ def text(result: dict) -> list[str]:
       f'(1 Ha = {rel["hartree_to_kcal_per_mol"]} kcal/mol; independent errors in quadrature):',
     ]
     width = max(len(x['name']) for x in rel['energies'])
+    extrapolated = {x['name']: x for x in rel.get('extrapolated') or []}
+    if extrapolated:
+      lines.append(f'  {"":<{width}}  {"raw":>17}   {"extrapolated to zero variance":>17}')
     for x in rel['energies']:
-      lines.append(f'  {x["name"]:<{width}}  {x["energy"]:9.2f} +/- {x["stderr"]:.2f}')
+      line = f'  {x["name"]:<{width}}  {x["energy"]:9.2f} +/- {x["stderr"]:.2f}'
+      if x['name'] in extrapolated:
+        y = extrapolated[x['name']]
+        line += f'   {y["energy"]:9.2f} +/- {y["stderr"]:.2f}'
+      lines.append(line)
       for lit in rel['literature']:
         if lit['name'] == x['name']:
           lines.append(
