@@ -187,8 +187,9 @@ def test_reaction_study_commands(tmp_path):
   assert len(lines) == 7
   for line, name in zip(lines, names, strict=False):
     assert (
-      line.startswith('ferminet --config configs/organic.py') and f'molecule_name {name} ' in line
+      line.startswith('ferminet --config configs/organic.py') and f'molecule_name={name} ' in line
     )
+    assert 'init_from' not in line  # --chain none: every structure from Hartree-Fock
   assert lines[-1].startswith('ferminet-analyze') and '--relative-to bicbut' in lines[-1]
   out = subprocess.run(
     [sys.executable, str(script), '--reaction', 'cycbut', '--slurm', str(tmp_path / 'jobs'),
@@ -197,8 +198,73 @@ def test_reaction_study_commands(tmp_path):
   )  # fmt: skip
   assert out.returncode == 0, out.stderr
   jobs = sorted(p.name for p in (tmp_path / 'jobs').iterdir())
-  assert jobs == ['cycbut-ground.sh', 'cycbut-trans.sh']
+  assert jobs == ['cycbut-ground.sh', 'cycbut-trans.sh', 'submit.sh']
   assert '#SBATCH' in (tmp_path / 'jobs' / 'cycbut-trans.sh').read_text()
+  assert '--parsable --dependency' not in (tmp_path / 'jobs' / 'submit.sh').read_text()
+
+
+def _study(*args, cwd=ROOT):
+  script = ROOT / 'examples' / 'reaction_study' / 'study.py'
+  out = subprocess.run(
+    [sys.executable, str(script), *args], capture_output=True, text=True, cwd=cwd, timeout=600
+  )
+  assert out.returncode == 0, out.stderr
+  return out.stdout
+
+
+def test_reaction_study_chains(tmp_path):
+  """--chain previous: in order from the baseline, each from the one before, with the
+  warm iterations; --chain reference: all from the baseline; SLURM jobs wait for their
+  source."""
+  runs = tmp_path / 'runs'
+  lines = _study(
+    '--print', '--chain', 'previous', '--structures', 't-but', 'bicbut', 'con_TS',
+    '--iterations', '1000', '--runs', str(runs),
+  ).splitlines()  # fmt: skip
+  order = [
+    next(x.split('=')[1] for x in line.split() if 'molecule_name=' in x) for line in lines[:3]
+  ]
+  assert order == ['bicbut', 'con_TS', 't-but']  # the baseline first, then the set's order
+  assert 'init_from' not in lines[0] and 'optim.iterations=1000' in lines[0]
+  assert f'--config.log.init_from={runs / "bicbut"}' in lines[1].split()
+  assert f'--config.log.init_from={runs / "con_TS"}' in lines[2].split()
+  assert 'optim.iterations=250' in lines[1]  # a quarter, by default
+  lines = _study(
+    '--print', '--chain', 'reference', '--config', 'configs/diatomic.py',
+    '--set', 'system.molecule_name=LiH', '--set', 'system.units=bohr',
+    '--scan', 'system.bond_length=2.8,3.0,3.2', '--warm-iterations', '7', '--runs', str(runs),
+  ).splitlines()  # fmt: skip
+  assert '--config.system.bond_length=2.8' in lines[0].split()
+  for line in lines[1:3]:
+    assert f'--config.log.init_from={runs / "bond_length_2.8"}' in line.split()
+    assert 'optim.iterations=7' in line and 'system.molecule_name=LiH' in line
+  assert '--relative-to bond_length_2.8' in lines[3] and lines[3].count('--name') == 3
+  _study(
+    '--chain', 'previous', '--reaction', 'cycbut', '--slurm', str(tmp_path / 'jobs'),
+    '--runs', str(runs),
+  )  # fmt: skip
+  submit = (tmp_path / 'jobs' / 'submit.sh').read_text()
+  assert 'job0=$(sbatch --parsable ' in submit
+  assert 'job1=$(sbatch --parsable --dependency=afterok:${job0} ' in submit
+  assert 'init_from' in (tmp_path / 'jobs' / 'cycbut-trans.sh').read_text()
+  check = subprocess.run(['bash', '-n', str(tmp_path / 'jobs' / 'submit.sh')])
+  assert check.returncode == 0  # valid shell
+
+
+@pytest.mark.slow
+def test_reaction_study_runs_a_warm_started_scan(tmp_path):
+  """A two-point H2 scan, the second warm-started from the first, run and analysed."""
+  out = _study(
+    '--tiny', '--iterations', '12', '--config', 'configs/diatomic.py',
+    '--set', 'system.molecule_name=H2', '--set', 'system.units=bohr',
+    '--scan', 'system.bond_length=1.3,1.4', '--chain', 'previous', '--runs', 'runs',
+    cwd=tmp_path,
+  )  # fmt: skip
+  assert 'warm start from' in out and 'relative energies to bond_length_1.3' in out
+  config = json.loads((tmp_path / 'runs' / 'bond_length_1.4' / 'config.json').read_text())
+  assert config['log']['started_from']['path'].endswith('.pkl')
+  assert config['optim']['iterations'] == 3
+  assert (tmp_path / 'runs' / 'reaction_profile.png').exists()
 
 
 def test_rolled_back_rows_are_skipped(tmp_path):
@@ -280,3 +346,84 @@ def test_requested_stats_file_missing(tmp_path, capsys):
   only_inference = _fake_run(tmp_path / 'inf', [-7.4] * 8, stats_file='inference_stats.csv')
   with pytest.raises(errors.AnalysisError, match='no train_stats.csv.*holds inference_stats'):
     analysis.analyze_run(only_inference, stats='train')
+
+
+def _training_like(seed, n=2000, e0=-8.07, slope=0.05):
+  """A stretch whose variance falls from 0.4 to 0.1 Ha² while E = e0 + slope·σ² plus
+  correlated noise (AR(1), 3 mHa per step)."""
+  rng = np.random.default_rng(seed + 1000)
+  variance = np.linspace(0.4, 0.1, n) + 0.02 * rng.normal(size=n)
+  return e0 + slope * variance + _ar1(0.8, n, seed, sigma=0.003), variance
+
+
+def test_extrapolation_recovers_a_known_intercept_with_honest_errors():
+  e0, trials = -8.07, 300
+  fits = [analysis.extrapolate(*_training_like(seed, e0=e0)) for seed in range(trials)]
+  pulls = np.array([(f.energy - e0) / f.stderr for f in fits])
+  # The error bar is right: about 95% of intervals of 2 sigma hold the intercept.
+  assert 0.9 < np.mean(np.abs(pulls) < 2) < 0.99
+  assert abs(np.mean(pulls)) < 0.2  # unbiased
+  assert np.mean([f.slope for f in fits]) == pytest.approx(0.05, rel=0.05)
+  # The raw mean is 12.5 mHa above the intercept (0.05 x mean variance 0.25); the fit is not.
+  e, v = _training_like(0, e0=e0)
+  assert np.mean(e) - e0 > 0.01
+  assert abs(fits[0].energy - e0) < 3 * fits[0].stderr < 0.005
+  assert fits[0].block_size > 1  # the AR(1) noise is correlated, and the blocks see it
+
+
+def test_extrapolation_needs_a_variance():
+  e = -1.0 + 0.01 * np.random.default_rng(0).normal(size=100)
+  assert analysis.extrapolate(e, np.full(100, np.nan)) is None  # a file of the reference
+  assert analysis.extrapolate(e, np.full(100, 0.3)) is None  # no spread
+  assert analysis.extrapolate(e[:3], np.arange(3.0)) is None  # too few steps
+
+
+def _run_with_variance(path, energy, variance, batch_size, started=None, stats='train_stats.csv'):
+  path.mkdir(exist_ok=True)
+  lines = ['step,energy,ewmean,ewvar,pmove,variance,rolled_back']
+  lines += [
+    f'{i},{e},{e},0,0.5,{v},0' for i, (e, v) in enumerate(zip(energy, variance, strict=True))
+  ]
+  (path / stats).write_text('\n'.join(lines) + '\n')
+  log = {'started_from': started or {'path': '', 'step': -1, 'system': ''}}
+  cfg = {'system': {'name': path.name}, 'batch_size': batch_size, 'log': log}
+  (path / 'config.json').write_text(json.dumps(cfg))
+  return path
+
+
+def test_match_length_and_extrapolated_profile(tmp_path, capsys):
+  """--match-length averages the last N kept rows of every run; runs of other batch sizes
+  or other evaluated training steps are named; the profile has an extrapolated column."""
+  e_a, v_a = _training_like(0, n=2000, e0=-8.0)
+  e_b, v_b = _training_like(1, n=1200, e0=-7.99)
+  a = _run_with_variance(tmp_path / 'a', e_a, v_a, 512)
+  b = _run_with_variance(tmp_path / 'b', e_b, v_b, 256)
+  analyze_cli.main([str(a), str(b), '--relative-to', 'a', '--match-length', '--json'])
+  result = json.loads(capsys.readouterr().out)
+  assert result['matched_rows'] == 600  # b keeps 600 of its 1200 rows, a 1000 of 2000
+  ra, rb = result['runs']
+  assert ra['energy']['n'] == rb['energy']['n'] == 600
+  assert ra['energy']['mean'] == pytest.approx(np.mean(e_a[-600:]))
+  assert result['notes'] == ['batch sizes differ: a 512, b 256']
+  fit = rb['extrapolated']
+  assert abs(fit['energy'] + 7.99) < 3 * fit['stderr']
+  rel = result['relative']
+  (x,) = [r for r in rel['extrapolated'] if r['name'] == 'b']
+  expected = (fit['energy'] - ra['extrapolated']['energy']) * analysis.HARTREE_TO_KCAL_PER_MOL
+  assert x['energy'] == pytest.approx(expected)
+  # Without matching, the averaged steps differ, and the text says so.
+  analyze_cli.main([str(a), str(b), '--relative-to', 'a', '--no-plot'])
+  text = capsys.readouterr().out
+  assert 'note: averaged steps differ: a 1000, b 600' in text
+  assert 'extrapolated_Ha: ' in text and 'extrapolated to zero variance' in text
+
+
+def test_inference_runs_of_different_training_steps_are_named(tmp_path):
+  e, v = _training_like(0, n=400)
+  runs = []
+  for name, step in (('a', 2000), ('b', 1000)):
+    start = {'path': f'/x/{name}/ckpt_{step:08d}.pkl', 'step': step, 'system': name}
+    path = _run_with_variance(tmp_path / name, e, v, 256, start, 'inference_stats.csv')
+    runs.append(analysis.analyze_run(path)[0])
+  assert runs[0].started_from['step'] == 2000
+  assert analysis.comparability(runs) == ['training steps evaluated differ: a 2000, b 1000']
