@@ -13,6 +13,7 @@ import dataclasses
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -28,10 +29,20 @@ class Launch:
   energy: np.ndarray  # (rows,) Ha
   variance: np.ndarray  # (rows,) Ha²
   seconds: np.ndarray  # (rows,) seconds from launch at which the row was seen on disk
+  lines: list[tuple[float, str]]  # (seconds from launch, line) of the run's output
+
+  def first_line(self, prefix: str) -> float | None:
+    """Seconds from launch of the first output line starting with ``prefix``."""
+    return next((t for t, line in self.lines if line.startswith(prefix)), None)
+
+  def last_line(self, prefix: str) -> float | None:
+    """Seconds from launch of the last output line starting with ``prefix``."""
+    return next((t for t, line in reversed(self.lines) if line.startswith(prefix)), None)
 
 
 def run_cli(args: list[str], run_dir: pathlib.Path, poll_s: float = 0.2) -> Launch:
-  """Runs ``python -m ferminet.cli ARGS`` (its output to ``run_dir/../<name>.log``).
+  """Runs ``python -m ferminet.cli ARGS``; its output, each line with its time from
+  launch, goes to ``run_dir/../<name>.log``.
 
   Raises:
     RuntimeError: the run failed (the log's last lines are in the message).
@@ -41,15 +52,22 @@ def run_cli(args: list[str], run_dir: pathlib.Path, poll_s: float = 0.2) -> Laun
   run_dir.parent.mkdir(parents=True, exist_ok=True)
   csv = run_dir / 'train_stats.csv'
   seen: list[float] = []
+  lines: list[tuple[float, str]] = []
   start = time.monotonic()
-  with log.open('w') as out:
-    proc = subprocess.Popen(
-      [sys.executable, '-m', 'ferminet.cli', *args], stdout=out, stderr=subprocess.STDOUT
-    )
-    while proc.poll() is None:
-      time.sleep(poll_s)
-      _count_rows(csv, seen, time.monotonic() - start)
+  proc = subprocess.Popen(
+    [sys.executable, '-m', 'ferminet.cli', *args],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    bufsize=1,
+  )
+  reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines, start, log))
+  reader.start()
+  while proc.poll() is None:
+    time.sleep(poll_s)
+    _count_rows(csv, seen, time.monotonic() - start)
   wall = time.monotonic() - start
+  reader.join()
   _count_rows(csv, seen, wall)
   if proc.returncode != 0:
     tail = '\n'.join(log.read_text().splitlines()[-15:])
@@ -64,7 +82,18 @@ def run_cli(args: list[str], run_dir: pathlib.Path, poll_s: float = 0.2) -> Laun
     np.array([float(r[col['energy']]) for r in rows]),
     np.array([float(r[col['variance']]) for r in rows]),
     np.array(seen[: len(rows)]),
+    lines,
   )
+
+
+def _read_lines(stream, lines: list, start: float, log: pathlib.Path) -> None:
+  """Collects (seconds from launch, line) from ``stream`` and writes them to ``log``."""
+  with log.open('w') as out:
+    for line in stream:
+      now = time.monotonic() - start
+      lines.append((now, line.rstrip('\n')))
+      out.write(f'[{now:8.2f} s] {line}')
+      out.flush()
 
 
 def _count_rows(csv: pathlib.Path, seen: list[float], now: float) -> None:
