@@ -49,6 +49,7 @@ from ferminet import analysis  # noqa: E402
 THRESHOLDS_MHA = (5.0, 2.0, 1.6)
 WINDOW = 100
 SMALL = '((32, 8), (32, 8))'
+BATCH = 256  # every case (ferminet's default is 4096)
 
 # case -> (config, settings, iterations, quick iterations)
 CASES = {
@@ -120,6 +121,7 @@ def run_case(case: str, optimizer: str, seed: int, quick: bool, extra: dict, wor
   config, settings, iterations, quick_iterations = CASES[case]
   run_dir = workdir / f'{case}_{optimizer}_seed{seed}'
   flags = {
+    'batch_size': BATCH,
     **settings,
     'optim.optimizer': optimizer,
     'optim.iterations': quick_iterations if quick else iterations,
