@@ -152,15 +152,14 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     cfg.optim.forward_laplacian_sparsity,
     fwdlap.make(cfg.network, system),
   )
-  vmc_loss = loss.make_loss(
-    network.log_abs,
+  residuals = loss.make_residuals(
     local_energy,
     cfg.optim.clip_local_energy,
     cfg.optim.clip_median,
     cfg.optim.center_at_clip,
     local_energy_chunk(cfg, system),
-    network.log_abs_tagged,
   )
+  vmc_loss = loss.make_loss(network.log_abs, residuals, network.log_abs_tagged)
   optimizer = optimizers.make(vmc_loss, cfg)
 
   def log_prob(params, x):  # log |ψ|² of one walker
