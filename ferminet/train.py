@@ -160,7 +160,7 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     local_energy_chunk(cfg, system),
   )
   vmc_loss = loss.make_loss(network.log_abs, residuals, network.log_abs_tagged)
-  optimizer = optimizers.make(vmc_loss, cfg)
+  optimizer = optimizers.make(vmc_loss, cfg, residuals=residuals, log_abs=network.log_abs)
 
   def log_prob(params, x):  # log |ψ|² of one walker
     return 2.0 * network.log_abs(params, x)
