@@ -20,7 +20,7 @@ import pytest
 from test_parallel import _finish, _launch
 from test_train import _steps, tiny_config
 
-from ferminet import checkpoint, errors, loss, optimizers, parallel, train
+from ferminet import checkpoint, cli, errors, loss, optimizers, parallel, train
 from ferminet import config as config_lib
 
 RATE, DAMPING, MOMENTUM, CLIP = 0.1, 1e-3, 0.9, 1.0
@@ -140,6 +140,16 @@ def test_bad_settings_are_one_line_errors(key, value, message):
   cfg.optim.spring[key] = value
   with pytest.raises(errors.ConfigError, match=message):
     config_lib.resolve(cfg)
+
+
+def test_dry_run_gives_the_memory_of_the_scores():
+  cfg = config_lib.default()
+  cfg.system.atom = 'He'
+  cfg.optim.optimizer = 'spring'
+  cfg.batch_size = 1000
+  lines = dict(line.split(': ', 1) for line in cli.summary(config_lib.resolve(cfg)))
+  expected = 1000 * int(lines['parameters']) * 4 / 1e9  # float32, one device
+  assert lines['spring_scores_per_device_GB'].startswith(f'{expected:.3g} ')
 
 
 @pytest.fixture(scope='module')
