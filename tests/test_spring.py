@@ -63,22 +63,23 @@ def _walkers(i):
   return 1.5 * jax.random.normal(jax.random.PRNGKey(i), (64, 3))
 
 
-def _config(norm_constraint=1e9):
+def _config(norm_constraint=1e9, chunk_size=0):
   cfg = config_lib.default()
   cfg.optim.optimizer = 'spring'
   cfg.optim.lr.rate = RATE
   cfg.optim.spring.damping = DAMPING
   cfg.optim.spring.momentum = MOMENTUM
   cfg.optim.spring.norm_constraint = norm_constraint
+  cfg.optim.spring.chunk_size = chunk_size
   return cfg
 
 
-def toy_steps(norm_constraint=1e9):
+def toy_steps(**settings):
   """Two SPRING steps on the linear toy problem: w after each, φ after the second,
-  the energies; on this process's devices."""
+  the energies; on this process's devices. ``settings``: of :func:`_config`."""
   residuals = loss.make_residuals(_local_energy, clip_local_energy=CLIP)
   vmc = loss.make_loss(_log_abs, residuals)
-  optimizer = optimizers.make(vmc, _config(norm_constraint), residuals=residuals, log_abs=_log_abs)
+  optimizer = optimizers.make(vmc, _config(**settings), residuals=residuals, log_abs=_log_abs)
   params = parallel.replicate({'w': jnp.asarray(W0)})
   keys = parallel.device_keys(jax.random.PRNGKey(1))
   state = optimizer.init(params, keys, parallel.shard(_walkers(0)))
@@ -121,6 +122,10 @@ def test_two_steps_are_minsr_plus_momentum():
   bound = 0.1 * np.sum(first**2)
   constrained = toy_steps(norm_constraint=bound)
   np.testing.assert_allclose(np.asarray(constrained['w'][0]) - W0, first * np.sqrt(0.1), rtol=1e-9)
+  # Scores computed 24 walkers at a time (64 = 24 + 24 + 16): the same steps.
+  chunked = toy_steps(chunk_size=24)
+  for key in ('w', 'phi'):
+    np.testing.assert_allclose(chunked[key], out[key], rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize(
