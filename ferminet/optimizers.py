@@ -190,12 +190,12 @@ def _make_spring(
       θ  ← θ − c η_t φ,   c = min(1, √(C / ‖η_t φ‖²))
 
   λ = ``optim.spring.damping``, μ = ``.momentum`` (0: MinSR), C = ``.norm_constraint``,
-  η_t the ``optim.lr`` schedule (:func:`learning_rate_schedule`) at step t. Ō and ε̃
-  are orthogonal to 1, so the (1/n)·11ᵀ term leaves φ unchanged in exact arithmetic
-  (as netket/netket#1708 notes too); it keeps the 1 direction of the kernel away from
-  λ against round-off. φ is the SR direction Cov(O)⁻¹Cov(O, E_L) for μ = 0 and λ → 0,
-  twice the natural gradient F⁻¹g that KFAC steps by (F = 4 Cov(O) the Fisher of
-  |ψ|², g = 2 Cov(O, E_L)), as in the paper: its learning rates carry over. φ_prev is
+  η_t the ``optim.lr`` schedule (:func:`learning_rate_schedule`) at step t. Ōᵀ1 = 0
+  and 1 is an eigenvector of both kernels, so the (1/n)·11ᵀ term leaves φ unchanged in
+  exact arithmetic (as netket/netket#1708 notes too); it keeps that direction of the
+  kernel away from λ against round-off. φ is the SR direction Cov(O)⁻¹Cov(O, E_L) for
+  μ = 0 and λ → 0, twice the natural gradient F⁻¹g that KFAC steps by (F = 4 Cov(O) the
+  Fisher of |ψ|², g = 2 Cov(O, E_L)), as in the paper: its learning rates carry over. φ_prev is
   φ of the previous step (zero at first), before η and the norm constraint, kept in
   :class:`SpringState` so that checkpoints carry it; a rolled-back step keeps the old
   state (the default ``after_rollback``), its step count included.
