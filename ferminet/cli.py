@@ -206,7 +206,8 @@ def summary(cfg) -> list[str]:
   params = jax.eval_shape(network.init, jax.random.PRNGKey(0))
   parallel.check_batch(cfg.batch_size)
   n_dev = jax.device_count()
-  return [
+  n_params = networks.count_parameters(params)
+  lines = [
     f'atoms: {atoms}',
     'units: bohr',
     f'electrons: {tuple(system.electrons)}',
@@ -217,12 +218,16 @@ def summary(cfg) -> list[str]:
     f'hf_basis: {cfg.pretrain.basis}',
     f'hf_energy_Ha: {hf.energy:.8f}',
     f'hf_converged: {hf.converged}',
-    f'parameters: {networks.count_parameters(params)}',
+    f'parameters: {n_params}',
     f'processes: {jax.process_count()}',
     f'devices: {n_dev} ({jax.devices()[0].platform})',
     f'batch_size: {cfg.batch_size}',
     f'walkers_per_device: {cfg.batch_size // n_dev}',
   ]
+  if cfg.optim.optimizer == 'spring':  # every walker's scores for 1/D of the parameters
+    size = cfg.batch_size * -(-n_params // n_dev) * (8 if cfg.debug.float64 else 4)
+    lines.append(f'spring_scores_per_device_GB: {size / 1e9:.3g} (about twice while exchanged)')
+  return lines
 
 
 def _main(argv: Sequence[str]) -> None:

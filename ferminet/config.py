@@ -35,7 +35,7 @@ from ml_collections import config_dict
 from ferminet import checkpoint, errors, molecules, reference_checkpoint
 from ferminet import system as system_lib
 
-OPTIMIZERS = ('kfac', 'adam', 'lamb', 'none')
+OPTIMIZERS = ('kfac', 'adam', 'lamb', 'spring', 'none')
 LAPLACIANS = ('forward', 'folx', 'hessian')
 # Other names of a Laplacian, as the reference spells them; resolve() replaces them.
 LAPLACIAN_ALIASES = {'default': 'hessian'}  # the reference's exact loop over 3N directions
@@ -172,8 +172,8 @@ def default() -> ml_collections.ConfigDict:
       'optim': {
         'objective': 'vmc',
         'iterations': 1000000,
-        # kfac | adam | lamb (the reference's: clipped Adam with a trust ratio) | none
-        # (inference)
+        # kfac | adam | lamb (the reference's: clipped Adam with a trust ratio) | spring
+        # (MinSR with Kaczmarz momentum, see optim.spring) | none (inference)
         'optimizer': 'kfac',
         # forward (written for the FermiNet, fwdlap) | folx (generic forward Laplacian)
         # | hessian (exact loop over 3N Hessian-vector products; 'default', the
@@ -220,6 +220,16 @@ def default() -> ml_collections.ConfigDict:
           'register_only_generic': False,
         },
         'adam': {'b1': 0.9, 'b2': 0.999, 'eps': 1.0e-8, 'eps_root': 0.0},
+        # SPRING (Goldshlager, Abrahamsen & Lin, J. Comput. Phys. 2024; optimizers._make_spring),
+        # with the optim.lr schedule. Defaults: those of the authors' code (vmcnet).
+        'spring': {
+          'damping': 1.0e-3,  # λ added to the walker-space kernel Ō Ōᵀ (> 0)
+          'momentum': 0.99,  # μ, the Kaczmarz-style decay of the previous step (0: MinSR)
+          # The step lr·φ is scaled down to squared norm <= this (over all parameters).
+          'norm_constraint': 1.0e-3,
+          # Walkers per device whose ∇log|ψ| are computed at once; 0: all at once.
+          'chunk_size': 0,
+        },
       },
       'pretrain': {
         'method': 'hf',
@@ -631,6 +641,7 @@ def check(cfg: ml_collections.ConfigDict) -> None:
       f'distributed.initialization_timeout must be > 0 seconds, got {d.initialization_timeout}'
     )
   _check_kfac(cfg.optim.kfac)
+  _check_spring(cfg.optim.spring)
   if cfg.mcmc.steps <= 0:
     raise errors.ConfigError('mcmc.steps must be >= 1')
   if cfg.network.determinants <= 0:
@@ -663,6 +674,20 @@ def _check_kfac(k: ml_collections.ConfigDict) -> None:
   for key in ('momentum', 'l2_reg'):
     if k[key] < 0:
       raise errors.ConfigError(f'optim.kfac.{key} must be >= 0, got {k[key]}')
+
+
+def _check_spring(k: ml_collections.ConfigDict) -> None:
+  """SPRING settings whose solve would fail or diverge."""
+  if not k.damping > 0:
+    raise errors.ConfigError(f'optim.spring.damping must be > 0, got {k.damping}')
+  if not 0 <= k.momentum < 1:
+    raise errors.ConfigError(f'optim.spring.momentum must be in [0, 1), got {k.momentum}')
+  if not k.norm_constraint > 0:
+    raise errors.ConfigError(f'optim.spring.norm_constraint must be > 0, got {k.norm_constraint}')
+  if k.chunk_size < 0:
+    raise errors.ConfigError(
+      f'optim.spring.chunk_size must be >= 0 (0: all walkers at once), got {k.chunk_size}'
+    )
 
 
 def _check_paths(log: ml_collections.ConfigDict) -> None:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ferminet import parallel
 from ferminet import system as system_lib
 from ferminet.config import LAPLACIANS
 
@@ -159,9 +160,7 @@ def batch_local_energy(
     def one(x):
       return local_energy(params, x)[0]
 
-    if 0 < chunk < walkers.shape[0]:
-      return jax.lax.map(one, walkers, batch_size=chunk)
-    return jax.vmap(one)(walkers)
+    return parallel.map_walkers(one, walkers, chunk)
 
   return batch
 

@@ -11,6 +11,10 @@ the VMC gradient. The log|ψ| outputs are registered with kfac-jax as a normal
 predictive distribution of variance ½, which gives KFAC half the Fisher of |ψ|²;
 the KFAC optimizer is therefore given half this gradient, as in the reference
 (``optimizers._half_gradient``), and steps by the natural gradient of |ψ|².
+
+The clipped, centred local energies E_L − ⟨E_L⟩ of each walker are defined once,
+in :func:`make_residuals`: the loss's gradient uses them, and so does SPRING,
+which needs them per walker (``optimizers``).
 """
 
 from __future__ import annotations
@@ -47,46 +51,69 @@ def clip_local_energies(e_l: jax.Array, mean: jax.Array, scale: float, median: b
   return jnp.clip(e_l, centre - scale * spread, centre + scale * spread)
 
 
-def make_loss(
-  log_abs: Callable[[Any, jax.Array], jax.Array],
+Residuals = Callable[[Any, jax.Array], tuple[jax.Array, LossAux, jax.Array]]
+
+
+def make_residuals(
   local_energy: Callable[[Any, jax.Array], tuple[jax.Array, Any]],
   clip_local_energy: float = 5.0,
   clip_median: bool = False,
   center_at_clip: bool = True,
   max_vmap_batch_size: int = 0,
+) -> Residuals:
+  """The per-walker local energies the VMC gradient uses, clipped and centred.
+
+  ``residuals(params, walkers) -> (energy, LossAux, diff)``: the energy ⟨E_L⟩ and
+  the variance of the unclipped local energies over all devices (Ha, Ha²), and
+  ``diff`` (walkers per device,) Ha, this device's E_L clipped as
+  :func:`clip_local_energies` with ``clip_local_energy`` (≤ 0: no clipping) and
+  ``clip_median``, minus the mean of the clipped E_L over all devices
+  (``center_at_clip``) or minus ``energy``. The VMC gradient is
+  2⟨diff ∇log|ψ|⟩ (:func:`make_loss`); SPRING solves for ``diff`` in walker space
+  (``optimizers``). Must run inside ``pmap`` over ``parallel.AXIS``;
+  ``max_vmap_batch_size`` > 0 evaluates the local energies in chunks of that many
+  walkers (``hamiltonian.batch_local_energy``).
+  """
+  batch_local_energy = hamiltonian.batch_local_energy(local_energy, max_vmap_batch_size)
+
+  def residuals(params, walkers):
+    e_l = batch_local_energy(params, walkers)
+    energy = parallel.pmean(jnp.mean(e_l))
+    variance = parallel.pmean(jnp.mean((e_l - energy) ** 2))
+    clipped = e_l
+    if clip_local_energy > 0.0:
+      clipped = clip_local_energies(e_l, energy, clip_local_energy, clip_median)
+    centre = parallel.pmean(jnp.mean(clipped)) if center_at_clip else energy
+    return energy, LossAux(variance=variance), clipped - centre
+
+  return residuals
+
+
+def make_loss(
+  log_abs: Callable[[Any, jax.Array], jax.Array],
+  residuals: Residuals,
   log_abs_tagged: Callable[[Any, jax.Array], jax.Array] | None = None,
 ) -> Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, LossAux]]:
   """The VMC loss ``loss(params, key, walkers) -> (energy, LossAux)``.
 
   Must run inside ``pmap`` over ``parallel.AXIS``. ``walkers`` has shape
-  (walkers per device, 3N); energies are in hartree. ``max_vmap_batch_size``
-  > 0 evaluates the local energies in chunks of that many walkers (see
-  ``hamiltonian.batch_local_energy``); 0 vmaps over all walkers.
-  ``log_abs_tagged``: the same log|ψ| carrying kfac-jax layer tags, used for the
-  gradient (where KFAC reads its curvature); default ``log_abs``.
+  (walkers per device, 3N); energies are in hartree. ``residuals``: the
+  per-walker local energies (:func:`make_residuals`), whose clipped and centred
+  ``diff`` gives the gradient 2⟨diff ∇log|ψ|⟩. ``log_abs_tagged``: the same
+  log|ψ| carrying kfac-jax layer tags, used for the gradient (where KFAC reads its
+  curvature); default ``log_abs``.
   """
   batch_log_abs = jax.vmap(log_abs_tagged or log_abs, in_axes=(None, 0))
-  batch_local_energy = hamiltonian.batch_local_energy(local_energy, max_vmap_batch_size)
-
-  def energy_and_local(params, walkers):
-    e_l = batch_local_energy(params, walkers)
-    energy = parallel.pmean(jnp.mean(e_l))
-    variance = parallel.pmean(jnp.mean((e_l - energy) ** 2))
-    return energy, LossAux(variance=variance), e_l
 
   @jax.custom_jvp
   def loss(params, key, walkers):
     del key
-    return energy_and_local(params, walkers)[:2]
+    return residuals(params, walkers)[:2]
 
   @loss.defjvp
   def loss_jvp(primals, tangents):
     params, _, walkers = primals
-    energy, aux, e_l = energy_and_local(params, walkers)
-    if clip_local_energy > 0.0:
-      e_l = clip_local_energies(e_l, energy, clip_local_energy, clip_median)
-    centre = parallel.pmean(jnp.mean(e_l)) if center_at_clip else energy
-    diff = e_l - centre
+    energy, aux, diff = residuals(params, walkers)
     log_psi, log_psi_tangent = jax.jvp(
       lambda p: batch_log_abs(p, walkers), (params,), (tangents[0],)
     )

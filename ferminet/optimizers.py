@@ -1,4 +1,4 @@
-"""Optimizers behind one interface: kfac (kfac-jax), adam and lamb (optax) and none.
+"""Optimizers behind one interface: kfac (kfac-jax), adam and lamb (optax), spring and none.
 
 All functions work on the device layout of ``train.py``: parameters and
 optimizer state replicated over local devices (leading axis), walkers sharded
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ferminet import _compat  # first: gives jax.core the names kfac_jax reads
 
@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import kfac_jax
 import ml_collections
 import optax
+from jax.flatten_util import ravel_pytree
 
+from ferminet import loss as loss_lib
 from ferminet import parallel
 
 # kfac-jax 0.0.8 needs fixes to trace on jax >= 0.9.2 and >= 0.11; no-ops where not needed.
@@ -159,6 +161,105 @@ def _make_optax(loss: LossFn, transform: optax.GradientTransformation, name: str
   return Optimizer(name, init, pmapped)
 
 
+class SpringState(NamedTuple):
+  """SPRING's state (replicated): the previous direction and the step count."""
+
+  phi: jax.Array  # (P,) φ of the last step, before lr and norm constraint; ravel_pytree order
+  count: jax.Array  # int32: steps taken, the t of the learning-rate schedule
+
+
+def _make_spring(
+  residuals: loss_lib.Residuals,
+  log_abs: Callable[[Any, jax.Array], jax.Array],
+  cfg: ml_collections.ConfigDict,
+) -> Optimizer:
+  """SPRING: minimum-step SR in walker space with a Kaczmarz-style momentum.
+
+  Goldshlager, Abrahamsen & Lin, "A Kaczmarz-inspired approach to accelerate the
+  optimization of neural network wavefunctions", J. Comput. Phys. 2024
+  (doi:10.1016/j.jcp.2024.113351, arXiv:2401.10190); it builds on MinSR (Chen &
+  Heyl, arXiv:2302.01941). Checked against the authors' code (github.com/jeffminlin/
+  vmcnet, vmcnet/updates/spring.py and its default config) for the scalings, the
+  extra (1/n)·11ᵀ, the norm constraint and the defaults. With n walkers over all
+  devices, O_i = ∇_θ log|ψ(x_i)| and ``diff`` the clipped, centred local energies of
+  ``loss.make_residuals`` (the same as the VMC gradient's):
+
+      Ō   = (O − mean_i O_i) / √n                      (n × P, centred over all walkers)
+      ε   = diff / √n,   ε̃ = ε − μ Ō φ_prev
+      φ   = Ōᵀ (Ō Ōᵀ + λ I + (1/n) 11ᵀ)⁻¹ ε̃ + μ φ_prev
+      θ  ← θ − c η_t φ,   c = min(1, √(C / ‖η_t φ‖²))
+
+  λ = ``optim.spring.damping``, μ = ``.momentum`` (0: MinSR), C = ``.norm_constraint``,
+  η_t the ``optim.lr`` schedule (:func:`learning_rate_schedule`) at step t. Ōᵀ1 = 0
+  and 1 is an eigenvector of both kernels, so the (1/n)·11ᵀ term leaves φ unchanged in
+  exact arithmetic (as netket/netket#1708 notes too); it keeps that direction of the
+  kernel away from λ against round-off. φ is the SR direction Cov(O)⁻¹Cov(O, E_L) for
+  μ = 0 and λ → 0, twice the natural gradient F⁻¹g that KFAC steps by (F = 4 Cov(O) the
+  Fisher of |ψ|², g = 2 Cov(O, E_L)), as in the paper: its learning rates carry over. φ_prev is
+  φ of the previous step (zero at first), before η and the norm constraint, kept in
+  :class:`SpringState` so that checkpoints carry it; a rolled-back step keeps the old
+  state (the default ``after_rollback``), its step count included.
+
+  Devices: each computes the scores of its walkers (``.chunk_size`` at a time; 0: all),
+  centres them with means over all devices and sends each device every walker's
+  scores for 1/D of the parameters (``all_to_all``): the n × n kernel is the psum of
+  those slices' products, the same on every device, and so is the solve; each device
+  maps ζ back to its slice of φ, and the slices are gathered. So a device holds n·P/D
+  scores, and the result depends on the layout only through the round-off of sums.
+  The kernel and solve (a Cholesky factorisation, the kernel being positive definite
+  for λ > 0) are float64 when x64 is enabled (``debug.float64``), else in the dtype
+  of the parameters; its products use full float32 precision on GPUs (no TF32). A
+  failed factorisation gives NaN, so the iteration is rolled back (``train``).
+  """
+  s = cfg.optim.spring
+  damping, mu, constraint, chunk = s.damping, s.momentum, s.norm_constraint, s.chunk_size
+  schedule = learning_rate_schedule(cfg)
+  highest = jax.lax.Precision.HIGHEST
+
+  def init(params, key, walkers):
+    flat, _ = ravel_pytree(params)
+    return SpringState(jnp.zeros_like(flat), jnp.zeros((), jnp.int32))
+
+  def local_step(params, state, key, walkers):
+    del key
+    energy, aux, diff = residuals(params, walkers)
+    flat, unravel = ravel_pytree(params)
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else flat.dtype
+    eps = parallel.all_gather(diff).astype(dtype)  # (n,): every walker, in device order
+    n, size = eps.shape[0], flat.shape[0]
+    devices = n // diff.shape[0]
+    width = -(-size // devices)  # parameters per device, the last slice padded with zeros
+
+    def score(x):
+      return ravel_pytree(jax.grad(log_abs)(params, x))[0]
+
+    o = parallel.map_walkers(score, walkers, chunk).astype(dtype)  # (b, P)
+    o = (o - parallel.pmean(jnp.mean(o, axis=0))) / jnp.sqrt(n)
+    o = jnp.pad(o, ((0, 0), (0, width * devices - size)))
+    o = jax.lax.all_to_all(o, parallel.AXIS, split_axis=1, concat_axis=0, tiled=True)
+    start = jax.lax.axis_index(parallel.AXIS) * width
+    previous = jnp.pad(state.phi.astype(dtype), (0, width * devices - size))
+    previous = jax.lax.dynamic_slice(previous, (start,), (width,))  # this device's slice
+
+    eps = eps / jnp.sqrt(n) - mu * parallel.psum(jnp.dot(o, previous, precision=highest))
+    kernel = parallel.psum(jnp.dot(o, o.T, precision=highest))
+    kernel = 0.5 * (kernel + kernel.T) + damping * jnp.eye(n, dtype=dtype) + 1.0 / n
+    zeta = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(kernel), eps)
+    phi = jnp.dot(o.T, zeta, precision=highest) + mu * previous
+    phi = parallel.all_gather(phi)[:size].astype(flat.dtype)
+
+    step = schedule(state.count).astype(flat.dtype) * phi
+    step = step * jnp.minimum(1.0, jnp.sqrt(constraint / jnp.sum(step**2)))
+    params = jax.tree.map(jnp.subtract, params, unravel(step))
+    return params, SpringState(phi, state.count + 1), energy, aux.variance
+
+  return Optimizer(
+    'spring',
+    jax.pmap(init, axis_name=parallel.AXIS),
+    jax.pmap(local_step, axis_name=parallel.AXIS),
+  )
+
+
 def _make_none(loss: LossFn) -> Optimizer:
   def local_step(params, state, key, walkers):
     energy, aux = loss(params, key, walkers)
@@ -202,13 +303,27 @@ def optax_transform(cfg: ml_collections.ConfigDict) -> optax.GradientTransformat
   raise ValueError(f'{name!r} is not an optax optimizer')
 
 
-def make(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
-  """The optimizer named by ``cfg.optim.optimizer`` for the VMC ``loss``."""
+def make(
+  loss: LossFn,
+  cfg: ml_collections.ConfigDict,
+  residuals: loss_lib.Residuals | None = None,
+  log_abs: Callable[[Any, jax.Array], jax.Array] | None = None,
+) -> Optimizer:
+  """The optimizer named by ``cfg.optim.optimizer`` for the VMC ``loss``.
+
+  SPRING works on the walkers one by one: it needs ``residuals`` (the loss's own
+  clipped, centred local energies, ``loss.make_residuals``) and ``log_abs(params, x)``
+  (one walker's log|ψ|, untagged); the others use ``loss`` only.
+  """
   name = cfg.optim.optimizer
   if name == 'kfac':
     return _make_kfac(loss, cfg)
   if name in ('adam', 'lamb'):
     return _make_optax(loss, optax_transform(cfg), name)
+  if name == 'spring':
+    if residuals is None or log_abs is None:
+      raise ValueError('SPRING needs make(..., residuals=..., log_abs=...)')
+    return _make_spring(residuals, log_abs, cfg)
   if name == 'none':
     return _make_none(loss)
   raise ValueError(f'unknown optimizer {name!r}')

@@ -34,6 +34,11 @@ def pmean(x: Any) -> Any:
   return jax.lax.pmean(x, AXIS)
 
 
+def psum(x: Any) -> Any:
+  """Sum over all devices of all processes (inside a pmapped function)."""
+  return jax.lax.psum(x, AXIS)
+
+
 def pmin(x: Any) -> Any:
   """Minimum over all devices of all processes (inside a pmapped function)."""
   return jax.lax.pmin(x, AXIS)
@@ -42,6 +47,15 @@ def pmin(x: Any) -> Any:
 def all_gather(x: jax.Array) -> jax.Array:
   """``x`` of every device of every process, concatenated along the first axis (inside pmap)."""
   return jax.lax.all_gather(x, AXIS).reshape(-1, *x.shape[1:])
+
+
+def map_walkers(f: Any, xs: jax.Array, chunk: int = 0) -> Any:
+  """``f`` of each walker (leading axis of ``xs``), vmapped over all of them, or with
+  ``chunk`` > 0 that many at a time (a ``lax.map`` over vmapped chunks, remainder
+  included) to bound memory or stay in cache."""
+  if 0 < chunk < xs.shape[0]:
+    return jax.lax.map(f, xs, batch_size=chunk)
+  return jax.vmap(f)(xs)
 
 
 def device_count() -> int:

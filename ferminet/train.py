@@ -152,16 +152,15 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     cfg.optim.forward_laplacian_sparsity,
     fwdlap.make(cfg.network, system),
   )
-  vmc_loss = loss.make_loss(
-    network.log_abs,
+  residuals = loss.make_residuals(
     local_energy,
     cfg.optim.clip_local_energy,
     cfg.optim.clip_median,
     cfg.optim.center_at_clip,
     local_energy_chunk(cfg, system),
-    network.log_abs_tagged,
   )
-  optimizer = optimizers.make(vmc_loss, cfg)
+  vmc_loss = loss.make_loss(network.log_abs, residuals, network.log_abs_tagged)
+  optimizer = optimizers.make(vmc_loss, cfg, residuals=residuals, log_abs=network.log_abs)
 
   def log_prob(params, x):  # log |ψ|² of one walker
     return 2.0 * network.log_abs(params, x)
@@ -942,6 +941,14 @@ def agreement_interval(seconds_per_iteration: float) -> int:
   return max(1, min(STATS_BATCH, int(AGREE_SECONDS / seconds_per_iteration)))
 
 
+def _remedy(cfg: ml_collections.ConfigDict) -> str:
+  """What to change after non-finite steps: the learning rate, and the damping of the
+  optimizer in use if it has one."""
+  name = cfg.optim.optimizer
+  damping = f' or raise optim.{name}.damping' if name in ('kfac', 'spring') else ''
+  return f'Lower optim.lr.rate{damping}'
+
+
 def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[TrainState, list[float]]:
   """Iterates until ``optim.iterations``, writing statistics and periodic checkpoints.
 
@@ -989,16 +996,15 @@ def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[Train
         where = save(run, state)
         raise errors.NonFiniteError(
           f'debug.check_nan: step {recorder.first_nonfinite} gave a non-finite energy or '
-          f'state; it was rolled back and the last finite state is saved in {where}. Lower '
-          'optim.lr.rate or raise optim.kfac.damping, then rerun to continue'
+          f'state; it was rolled back and the last finite state is saved in {where}. '
+          f'{_remedy(cfg)}, then rerun to continue'
         )
       if not cfg.optim.reset_if_nan and recorder.failures >= cfg.optim.max_nonfinite_steps:
         where = save(run, state)
         raise errors.NonFiniteError(
           f'{recorder.failures} iterations in a row (from step {recorder.first_failure}) '
           f'gave a non-finite energy or state and were rolled back; the last finite '
-          f'state is saved in {where}. Lower optim.lr.rate or raise optim.kfac.damping, '
-          'then rerun to continue'
+          f'state is saved in {where}. {_remedy(cfg)}, then rerun to continue'
         )
       if save_due and not stop:
         save(run, state)

@@ -19,7 +19,7 @@ def test_clipped_gradient_matches_hand_computation():
     [[0.1, 0.2, 0.3], [1.0, -0.5, 0.2], [-0.3, 0.4, 0.9], [0.5, 0.5, -0.5], [6.0, 5.0, 4.0]]
   )
   params = {'a': jnp.asarray(1.3), 'b': jnp.asarray(0.4)}
-  vmc = loss.make_loss(log_abs, local_energy, clip_local_energy=1.0)
+  vmc = loss.make_loss(log_abs, loss.make_residuals(local_energy, clip_local_energy=1.0))
   # pmean needs the device axis; a vmap over one "device" provides it.
   value_and_grad = jax.vmap(
     jax.value_and_grad(vmc, has_aux=True), in_axes=(None, None, 0), axis_name=parallel.AXIS
@@ -49,7 +49,7 @@ def test_unclipped_gradient_is_the_covariance():
     return jnp.sum(x) ** 2, {}
 
   walkers = jnp.array([[0.0, 1.0], [2.0, -1.0], [3.0, 3.0]])
-  vmc = loss.make_loss(log_abs, local_energy, clip_local_energy=0.0)
+  vmc = loss.make_loss(log_abs, loss.make_residuals(local_energy, clip_local_energy=0.0))
   grad = jax.vmap(
     jax.grad(lambda p, k, w: vmc(p, k, w)[0]), in_axes=(None, None, 0), axis_name=parallel.AXIS
   )({'c': jnp.asarray(0.7)}, None, walkers[None])
@@ -71,7 +71,7 @@ def test_chunked_local_energies_match():
   params = {'a': jnp.asarray(0.9)}
   outputs = []
   for chunk in (0, 3):
-    vmc = loss.make_loss(log_abs, local_energy, max_vmap_batch_size=chunk)
+    vmc = loss.make_loss(log_abs, loss.make_residuals(local_energy, max_vmap_batch_size=chunk))
     f = jax.vmap(
       jax.value_and_grad(vmc, has_aux=True), in_axes=(None, None, 0), axis_name=parallel.AXIS
     )
@@ -95,7 +95,8 @@ def test_clipping_does_not_depend_on_the_device_layout():
   x = np.asarray(walkers)
   e_l = 1.1 * np.sum(x**3, axis=1) - np.exp(x[:, 1])
   for median in (False, True):
-    vmc = loss.make_loss(log_abs, local_energy, clip_local_energy=0.5, clip_median=median)
+    residuals = loss.make_residuals(local_energy, clip_local_energy=0.5, clip_median=median)
+    vmc = loss.make_loss(log_abs, residuals)
     grad = jax.vmap(
       jax.grad(lambda p, k, w, f=vmc: f(p, k, w)[0]),
       in_axes=(None, None, 0),

@@ -41,9 +41,8 @@ def test_kfac_step_is_the_natural_gradient_of_psi_squared():
   cfg.optim.lr.rate = 0.1
   cfg.optim.kfac.damping = 1e-7
   cfg.optim.kfac.norm_constraint = 1e9
-  vmc = loss.make_loss(
-    _log_abs, _local_energy, clip_local_energy=0.0, log_abs_tagged=_log_abs_tagged
-  )
+  residuals = loss.make_residuals(_local_energy, clip_local_energy=0.0)
+  vmc = loss.make_loss(_log_abs, residuals, log_abs_tagged=_log_abs_tagged)
   optimizer = optimizers.make(vmc, cfg)
   walkers = jax.random.normal(jax.random.PRNGKey(0), (512, 3))
   w = jnp.array([[0.3], [-0.2], [0.5], [0.1]])

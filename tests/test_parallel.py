@@ -84,11 +84,13 @@ def raw_gradient(cfg):
   return np.concatenate([np.ravel(g) for g in jax.tree.leaves(parallel.first(grads))]).tolist()
 
 
-def _launch(jobs, devices=1, address='', pid=0):
+def _launch(jobs, devices=1, address='', pid=0, script=SCRIPT):
+  """``script`` (default: the jobs above) with ``devices`` fake CPU devices; argv: the jobs
+  as JSON, the coordinator address and process id."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   return subprocess.Popen(
-    [sys.executable, '-c', SCRIPT, json.dumps(jobs), address, str(pid)],
+    [sys.executable, '-c', script, json.dumps(jobs), address, str(pid)],
     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
   )  # fmt: skip
 

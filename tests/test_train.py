@@ -146,8 +146,8 @@ def _inject_nan(monkeypatch, bad_calls, seen=None):
   """Optimizer steps number ``bad_calls`` return NaN parameters (test-only fault injection)."""
   make = optimizers.make
 
-  def faulty_make(loss, cfg):
-    optimizer = make(loss, cfg)
+  def faulty_make(loss, cfg, **kwargs):
+    optimizer = make(loss, cfg, **kwargs)
     calls = itertools.count()
 
     def step(params, state, keys, walkers):
