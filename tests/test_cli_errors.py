@@ -116,7 +116,10 @@ CASES = {
     ATOM + ['--config.debug.deterministic', 'True'],
     ['--config.KEY=True'],
   ),
-  'unknown optimizer': (ATOM + ['--config.optim.optimizer', 'sgd'], ['kfac, adam, lamb, spring, none']),
+  'unknown optimizer': (
+    ATOM + ['--config.optim.optimizer', 'sgd'],
+    ['kfac, adam, lamb, spring, none'],
+  ),
   'unknown laplacian': (ATOM + ['--config.optim.laplacian', 'fd'], ['forward, folx, hessian']),
   'two system sources': (
     ATOM + ['--config.system.molecule_name', 'N2'],
