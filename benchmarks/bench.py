@@ -8,7 +8,7 @@ Each case runs in its own process (so peak memory is per case) with the
 default network (cfg.network) and float32. Figures per case:
 
 - ``compile_s``: the first two training iterations minus two steady ones (MCMC +
-  optimizer; on jax 0.10 kfac-jax's step compiles again in the second iteration);
+  optimizer);
 - ``iteration_s`` / ``iteration_hessian_s``: seconds per full training
   iteration (``mcmc.steps`` Metropolis steps + one KFAC step) with the
   default ``laplacian='forward'`` and with ``hessian``, measured in the same
@@ -48,9 +48,9 @@ CASES = {
 }
 DEFAULT_CASES = 'Li,N2,C2H4,bicyclobutane'
 TIMED_ITERATIONS = {False: 5, True: 2}
-# Untimed iterations (compilation): jax 0.10.2 compiles the KFAC step a second time in
-# the second iteration (about 4 s at N2; jax 0.8.1 does not), which a single warm-up
-# iteration would count as steady time (1.2-1.6 instead of 0.7 s per N2 iteration).
+# Untimed iterations (compilation). Until parallel.on_devices, jax 0.10.2 compiled the
+# KFAC step a second time in the second iteration (about 4 s at N2), which a single
+# warm-up iteration would count as steady time; two stay, to be safe.
 WARMUP_ITERATIONS = 2
 
 
