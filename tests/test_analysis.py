@@ -398,7 +398,7 @@ def test_match_length_and_extrapolated_profile(tmp_path, capsys):
   e_b, v_b = _training_like(1, n=1200, e0=-7.99)
   a = _run_with_variance(tmp_path / 'a', e_a, v_a, 512)
   b = _run_with_variance(tmp_path / 'b', e_b, v_b, 256)
-  analyze_cli.main([str(a), str(b), '--relative-to', 'a', '--match-length', '--json'])
+  analyze_cli.main([str(a), str(b), '--relative-to', 'a', '--match-length', '--json', '--no-plot'])
   result = json.loads(capsys.readouterr().out)
   assert result['matched_rows'] == 600  # b keeps 600 of its 1200 rows, a 1000 of 2000
   ra, rb = result['runs']
