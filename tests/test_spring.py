@@ -122,10 +122,11 @@ def test_two_steps_are_minsr_plus_momentum():
   bound = 0.1 * np.sum(first**2)
   constrained = toy_steps(norm_constraint=bound)
   np.testing.assert_allclose(np.asarray(constrained['w'][0]) - W0, first * np.sqrt(0.1), rtol=1e-9)
-  # Scores computed 24 walkers at a time (64 = 24 + 24 + 16): the same steps.
+  # Scores computed 24 walkers at a time (64 = 24 + 24 + 16): the same steps, up to the
+  # round-off of float64 sums in another order (1.5e-12 relative on jax 0.12).
   chunked = toy_steps(chunk_size=24)
   for key in ('w', 'phi'):
-    np.testing.assert_allclose(chunked[key], out[key], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(chunked[key], out[key], rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize(
