@@ -36,6 +36,8 @@ from ferminet import checkpoint, errors, molecules, reference_checkpoint
 from ferminet import system as system_lib
 
 OPTIMIZERS = ('kfac', 'adam', 'lamb', 'spring', 'none')
+# log.started_from of a run that started from no other checkpoint (an output of the run).
+NOT_STARTED_FROM = {'path': '', 'step': -1, 'system': ''}
 LAPLACIANS = ('forward', 'folx', 'hessian')
 # Other names of a Laplacian, as the reference spells them; resolve() replaces them.
 LAPLACIAN_ALIASES = {'default': 'hessian'}  # the reference's exact loop over 3N directions
@@ -263,7 +265,7 @@ def default() -> ml_collections.ConfigDict:
         # warm-started run began from, or the training checkpoint an inference run
         # evaluates (path, its step, the source's system.name), kept when the run is
         # continued; path '' for a training run that did not start from init_from.
-        'started_from': {'path': '', 'step': -1, 'system': ''},
+        'started_from': dict(NOT_STARTED_FROM),
         # The reference's, marked not functional there; accepted at False only.
         'walkers': False,
         'local_energies': False,

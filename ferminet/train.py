@@ -140,7 +140,7 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
   if cfg.debug.float64:
     jax.config.update('jax_enable_x64', True)
   cfg = config_lib.resolve(cfg)
-  cfg.log.started_from.update(_NOT_STARTED_FROM)  # an output: set by start() on a warm start
+  cfg.log.started_from.update(config_lib.NOT_STARTED_FROM)  # an output: set by start()
   parallel.initialize(cfg)  # before JAX touches a device
   system = config_lib.system_of(cfg)
   parallel.check_batch(cfg.batch_size)
@@ -198,10 +198,6 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
       hint=f'Checkpoints are in {save_path}; see "Known problems" in the README.',
     ),
   )
-
-
-# log.started_from of a run that did not start from log.init_from (config.default()'s).
-_NOT_STARTED_FROM = {'path': '', 'step': -1, 'system': ''}
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -350,20 +346,22 @@ def _record_evaluated(run: Run, path: pathlib.Path, step: int, found: Any) -> No
   if isinstance(found, reference_checkpoint.ReferenceCheckpoint):
     name = run.cfg.system.name
   else:
-    name = _source_name(path if path.is_file() else path / 'config.json', found)
-  record = {'path': str(path.resolve()), 'step': int(step), 'system': name}
-  run.cfg.log.started_from.update(record)
-  if parallel.is_main():
-    write_config(run.cfg, run.save_path)
+    name = _source_name(path if path.is_dir() else path.parent, found)
+  _set_started_from(run, {'path': str(path.resolve()), 'step': int(step), 'system': name})
 
 
 def _recall_start(run: Run, data: dict[str, Any]) -> None:
   """A continued warm-started (or inference) run keeps log.started_from (from its
   checkpoint) in its config file."""
   record = data.get('started_from') or {}
-  if not record.get('path'):
-    return
-  run.cfg.log.started_from.update({k: record[k] for k in _NOT_STARTED_FROM if k in record})
+  if record.get('path'):
+    _set_started_from(run, record)
+
+
+def _set_started_from(run: Run, record: dict[str, Any]) -> None:
+  """Sets log.started_from (its keys of ``record``) and writes the run's config file."""
+  keys = config_lib.NOT_STARTED_FROM
+  run.cfg.log.started_from.update({k: record[k] for k in keys if k in record})
   if parallel.is_main():
     write_config(run.cfg, run.save_path)
 
@@ -427,9 +425,10 @@ def _saved_opt_state(run: Run, state: TrainState, data: dict[str, Any]) -> tuple
     and [np.shape(s) for s in saved] == [np.shape(x)[1:] for x in leaves]
   ):
     return state, False
-  restored = [
-    parallel.replicate(jnp.asarray(s, x.dtype)) for s, x in zip(saved, leaves, strict=True)
-  ]
+  # One replicate call for all leaves: one transfer (and layout) for the whole state.
+  restored = parallel.replicate(
+    [jnp.asarray(s, x.dtype) for s, x in zip(saved, leaves, strict=True)]
+  )
   return state._replace(opt_state=jax.tree.unflatten(treedef, restored)), True
 
 
@@ -510,16 +509,16 @@ def _init_from(run: Run) -> tuple[pathlib.Path, dict[str, Any]]:
   return found
 
 
-def _source_name(path: pathlib.Path, data: dict[str, Any]) -> str:
-  """system.name of the run that wrote a checkpoint: its own record, else its folder's
-  config.json, else the folder's name."""
+def _source_name(folder: pathlib.Path, data: dict[str, Any]) -> str:
+  """system.name of the run that wrote checkpoint ``data`` (in ``folder``): its own
+  record, else the folder's config.json, else the folder's name."""
   if data.get('system_name'):
     return str(data['system_name'])
   try:
-    name = json.loads((path.parent / 'config.json').read_text())['system']['name']
+    name = json.loads((folder / 'config.json').read_text())['system']['name']
   except (OSError, ValueError, KeyError, TypeError):
     name = ''
-  return str(name) or path.parent.name
+  return str(name) or folder.name
 
 
 def warm_start(run: Run) -> TrainState:
@@ -539,7 +538,7 @@ def warm_start(run: Run) -> TrainState:
   cfg = run.cfg
   path, data = _init_from(run)
   check_warm_start(run, data, str(path))
-  name, step = _source_name(path, data), int(data['step'])
+  name, step = _source_name(path.parent, data), int(data['step'])
   old = np.asarray(data['meta']['coords'], dtype=float).reshape(-1, 3)
   moved = float(np.max(np.linalg.norm(run.system.coords - old, axis=-1)))
   say(f'warm start from {path} (step {step}, geometry of {name})')
@@ -574,9 +573,7 @@ def warm_start(run: Run) -> TrainState:
       else f'note: optimizer state not taken (the checkpoint is from {saved}, this run uses '
       f'{cfg.optim.optimizer}); it starts afresh'
     )
-  cfg.log.started_from.update({'path': str(path.resolve()), 'step': step, 'system': name})
-  if parallel.is_main():
-    write_config(cfg, run.save_path)
+  _set_started_from(run, {'path': str(path.resolve()), 'step': step, 'system': name})
   save(run, state)  # a restart continues this run, never warm-starts again
   return state
 
