@@ -394,7 +394,7 @@ def analyze_run(
   if name is None:
     name = system.get('name') or pathlib.Path(run_dir).resolve().name
   n = data.energy.size
-  start = min(int(n * burn_in), n - 1)
+  start = _burn_in_rows(n, burn_in)
   if average is not None:
     if average < 1:
       raise errors.AnalysisError(f'rows to average must be at least 1, got {average}')
@@ -434,8 +434,12 @@ def kept_rows(run_dir: str | pathlib.Path, burn_in: float | None, stats: str = '
   """How many rows :func:`analyze_run` would average (after the burn-in)."""
   path = stats_path(run_dir, stats)
   n = _read_stats(path).energy.size
-  fraction = DEFAULT_BURN_IN[path.name] if burn_in is None else burn_in
-  return n - min(int(n * fraction), n - 1)
+  return n - _burn_in_rows(n, DEFAULT_BURN_IN[path.name] if burn_in is None else burn_in)
+
+
+def _burn_in_rows(n: int, fraction: float) -> int:
+  """Rows dropped from the start of ``n``: the ``fraction``, keeping at least one."""
+  return min(int(n * fraction), n - 1)
 
 
 def comparability(runs: Sequence[RunSummary]) -> list[str]:
