@@ -10,12 +10,16 @@ most one batch late.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import pathlib
+import platform
 import subprocess
 import sys
 import threading
 import time
 
+import jax
 import numpy as np
 
 
@@ -113,10 +117,40 @@ def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
   return (c[window:] - c[:-window]) / window
 
 
-def first_within(values: np.ndarray, target: float, tolerance: float, window: int) -> int | None:
-  """Index (into ``values``) of the first row whose trailing ``window``-row mean is within
-  ``tolerance`` of ``target``; None when none is."""
+def first_where(values: np.ndarray, window: int, condition) -> int | None:
+  """Index (into ``values``) of the first row whose trailing ``window``-row mean satisfies
+  ``condition`` (an array function of the means); None when none does."""
   if values.size < window:
     return None
-  hits = np.nonzero(np.abs(rolling_mean(values, window) - target) <= tolerance)[0]
+  hits = np.nonzero(condition(rolling_mean(values, window)))[0]
   return None if hits.size == 0 else int(hits[0]) + window - 1
+
+
+def first_within(values: np.ndarray, target: float, tolerance: float, window: int) -> int | None:
+  """Index of the first row whose trailing ``window``-row mean is within ``tolerance`` of
+  ``target`` (either side); None when none is."""
+  return first_where(values, window, lambda mean: np.abs(mean - target) <= tolerance)
+
+
+def never(value, spec: str = 'd') -> str:
+  """``value`` formatted, or 'never' for None (a threshold not reached)."""
+  return 'never' if value is None else format(value, spec)
+
+
+def write_result(stem: str, payload: dict) -> pathlib.Path:
+  """Writes ``payload`` with the date, jax version and machine to
+  ``benchmarks/results/<stem>_<date>_jax<version><suffix>.json``; ``payload['suffix']``
+  (popped, default '') ends the name."""
+  suffix = payload.pop('suffix', '')
+  record = {
+    'date': datetime.date.today().isoformat(),
+    'jax': jax.__version__,
+    'machine': f'{platform.machine()}, {len(jax.devices())} x {jax.devices()[0].device_kind}',
+    **payload,
+  }
+  out = pathlib.Path(__file__).parent / 'results'
+  out.mkdir(exist_ok=True)
+  path = out / f'{stem}_{record["date"]}_jax{jax.__version__}{suffix}.json'
+  path.write_text(json.dumps(record, indent=1))
+  print(f'wrote {path}')
+  return path

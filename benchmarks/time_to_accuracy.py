@@ -31,20 +31,17 @@ run nothing heavy beside it.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import pathlib
-import platform
 import sys
 import tempfile
-
-import jax
-import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import launch  # noqa: E402
 
 from ferminet import analysis  # noqa: E402
+
+_n = launch.never  # a figure, or 'never' for a threshold not reached
 
 THRESHOLDS_MHA = (5.0, 2.0, 1.6)
 WINDOW = 100
@@ -107,13 +104,12 @@ def reached(run: launch.Launch, exact: float) -> dict:
   WINDOW-step mean first came within it of the exact energy (None: never)."""
   out = {}
   for mha in THRESHOLDS_MHA:
-    rolling = launch.rolling_mean(run.energy, WINDOW) if run.energy.size >= WINDOW else []
-    hits = np.nonzero(np.asarray(rolling) - exact <= mha / 1000)[0]
-    if hits.size == 0:
-      out[f'{mha:g}'] = {'step': None, 'seconds': None}
-    else:
-      i = int(hits[0]) + WINDOW - 1
-      out[f'{mha:g}'] = {'step': int(run.steps[i]), 'seconds': float(run.seconds[i])}
+    i = launch.first_where(run.energy, WINDOW, lambda mean, mha=mha: mean - exact <= mha / 1000)
+    found = i is not None
+    out[f'{mha:g}'] = {
+      'step': int(run.steps[i]) if found else None,
+      'seconds': float(run.seconds[i]) if found else None,
+    }
   return out
 
 
@@ -161,10 +157,6 @@ def _seconds_per_iteration(run: launch.Launch) -> float | None:
   if run.seconds.size < 10 or run.seconds[-1] <= run.seconds[half]:
     return None
   return float((run.seconds[-1] - run.seconds[half]) / (run.steps[-1] - run.steps[half]))
-
-
-def _n(value, spec: str) -> str:
-  return 'never' if value is None else format(value, spec)
 
 
 def main() -> None:
@@ -225,19 +217,13 @@ def main() -> None:
       f'{" ".join(stages)} | {_n(r["s_per_iteration"], ".3f"):>6} '
       f'{r["second_half_error_mHa"]:>7.2f} +/- {r["second_half_stderr_mHa"]:.2f}'
     )
+  tag = f'_{args.tag}' if args.tag else ('_quick' if args.quick else '')
   payload = {
-    'date': datetime.date.today().isoformat(),
-    'jax': jax.__version__,
-    'machine': f'{platform.machine()}, {len(jax.devices())} x {jax.devices()[0].device_kind}',
     'settings': {'quick': args.quick, 'set': extra, 'window': WINDOW},
     'results': results,
+    'suffix': tag,
   }
-  out = pathlib.Path(__file__).parent / 'results'
-  out.mkdir(exist_ok=True)
-  tag = f'_{args.tag}' if args.tag else ('_quick' if args.quick else '')
-  name = f'time_to_accuracy_{payload["date"]}_jax{jax.__version__}{tag}.json'
-  (out / name).write_text(json.dumps(payload, indent=1))
-  print(f'wrote {out / name}')
+  launch.write_result('time_to_accuracy', payload)
 
 
 if __name__ == '__main__':

@@ -24,20 +24,18 @@ end of each run (the resolution of the 1 mHa criterion). Results:
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import pathlib
-import platform
 import sys
 import tempfile
 
-import jax
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import launch  # noqa: E402
 
 from ferminet import analysis  # noqa: E402
+
+_n = launch.never  # a figure, or 'never' for a threshold not reached
 
 TOLERANCE_HA = 1e-3
 WINDOW = 100
@@ -184,9 +182,6 @@ def main() -> None:
     f'first from scratch + warm starts {total_w:.0f} s'
   )
   payload = {
-    'date': datetime.date.today().isoformat(),
-    'jax': jax.__version__,
-    'machine': f'{platform.machine()}, {len(jax.devices())} x {jax.devices()[0].device_kind}',
     'settings': {
       'molecule': 'LiH',
       'batch_size': batch,
@@ -202,16 +197,9 @@ def main() -> None:
     },
     'structures': rows,
     'scan_wall_s': {'scratch': total_s, 'warm': total_w},
+    'suffix': '_quick' if quick else '',
   }
-  out = pathlib.Path(__file__).parent / 'results'
-  out.mkdir(exist_ok=True)
-  name = f'warm_start_{payload["date"]}_jax{jax.__version__}{"_quick" if quick else ""}.json'
-  (out / name).write_text(json.dumps(payload, indent=1))
-  print(f'wrote {out / name}')
-
-
-def _n(value, spec: str = 'd') -> str:
-  return 'never' if value is None else format(value, spec)
+  launch.write_result('warm_start', payload)
 
 
 if __name__ == '__main__':
