@@ -114,18 +114,20 @@ def _local_energy_rates(system, batch, laplacians, network, repeats=5):
       laplacian,
       cfg.optim.forward_laplacian_sparsity,
       fwdlap.make(cfg.network, sys_),  # as train.setup
+      signed=net.apply,
     )
     chunks[laplacian] = train.local_energy_chunk(cfg, sys_)  # as training evaluates them
     fns[laplacian] = jax.jit(hamiltonian.batch_local_energy(energy, chunks[laplacian]))
   params = net.init(jax.random.PRNGKey(0))
   walkers = mcmc.init_walkers(jax.random.PRNGKey(1), sys_, batch, 1.0)
+  key, ids = jax.random.PRNGKey(2), jax.numpy.arange(batch)
   for fn in fns.values():
-    jax.block_until_ready(fn(params, walkers))
+    jax.block_until_ready(fn(params, key, walkers, ids))
   times = {laplacian: [] for laplacian in laplacians}
   for _ in range(repeats):  # the median: shared machines have slow moments
     for laplacian, fn in fns.items():
       start = time.perf_counter()
-      jax.block_until_ready(fn(params, walkers))
+      jax.block_until_ready(fn(params, key, walkers, ids))
       times[laplacian].append(time.perf_counter() - start)
   rates = {k: batch / sorted(t)[repeats // 2] for k, t in times.items()}
   return rates, chunks

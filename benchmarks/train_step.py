@@ -23,7 +23,7 @@ import time
 def measure(system: str, batch: int, iterations: int, float64: bool) -> dict:
   import jax
 
-  from ferminet import config, molecules, optimizers, parallel, train
+  from ferminet import config, loss, molecules, optimizers, parallel, train
 
   cfg = config.default()
   if system in molecules.names():
@@ -46,14 +46,15 @@ def measure(system: str, batch: int, iterations: int, float64: bool) -> dict:
     jax.block_until_ready(out)
     return (time.perf_counter() - start) / n
 
-  keys = parallel.device_keys(jax.random.PRNGKey(0))
+  keys = parallel.same_keys(jax.random.PRNGKey(0))
   key = jax.random.PRNGKey(0)
   sample_s = timed(lambda: run.sample(state.params, state.walkers, key, run.ids, state.width, True))
   box = {'state': state}
 
   def optimizer_step():
     s = box['state']
-    params, opt_state, energy, _ = run.optimizer.step(s.params, s.opt_state, keys, s.walkers)
+    batch = loss.Batch(s.walkers, run.ids)
+    params, opt_state, energy, _ = run.optimizer.step(s.params, s.opt_state, keys, batch)
     box['state'] = s._replace(params=params, opt_state=opt_state)
     return energy
 

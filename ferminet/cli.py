@@ -201,7 +201,7 @@ def summary(cfg) -> list[str]:
   atoms = '; '.join(
     f'{a.symbol} ({a.coords[0]:.6f}, {a.coords[1]:.6f}, {a.coords[2]:.6f})' for a in system.atoms
   )
-  hf = scf.hartree_fock(system, cfg.pretrain.basis, cfg.pretrain.hf_method)
+  hf = scf.hartree_fock(system, cfg.pretrain.basis, cfg.pretrain.hf_method, cfg.system.pp.basis)
   network = networks.make(cfg.network, system)
   params = jax.eval_shape(network.init, jax.random.PRNGKey(0))
   parallel.check_batch(cfg.batch_size)

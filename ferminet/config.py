@@ -26,10 +26,11 @@ import enum
 import os
 import pathlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ml_collections
+import numpy as np
 from ml_collections import config_dict
 
 from ferminet import checkpoint, errors, molecules, reference_checkpoint
@@ -107,7 +108,10 @@ def default() -> ml_collections.ConfigDict:
         'type': SystemType.MOLECULE.value,
         'ndim': 3,
         'states': 0,  # excited states
-        'use_pp': False,  # pseudopotentials
+        # Pseudopotentials (PySCF's ECP tables) on the elements of pp.symbols, e.g. ['Cl']:
+        # their core electrons are removed (system.electrons may count all electrons, as in
+        # the reference's hcl.py, or the valence ones), HF pretraining uses pp.basis for them.
+        'use_pp': False,
         'pp': {'type': 'ccecp', 'basis': 'ccecp-cc-pVDZ', 'symbols': None},
         'make_local_energy_fn': '',
         'make_local_energy_kwargs': {},
@@ -341,7 +345,6 @@ class ReferenceOnly:
 
 _PSIFORMER = 'the Psiformer ansatz'
 _EXCITED = 'excited states'
-_PP = 'pseudopotentials'
 _NO_HMC = 'the reference does not use its HMC options either (it samples with Metropolis moves)'
 _LOG_NOT_FUNCTIONAL = 'the reference marks this logging option as not functional'
 # The one list of the reference's keys ferminet accepts only at their default (or at the
@@ -352,10 +355,6 @@ REFERENCE_ONLY = tuple(
     ('system.type', (SystemType.MOLECULE.value,), 'system types other than molecules'),
     ('system.ndim', (3,), 'systems in other than three dimensions'),
     ('system.states', (0,), _EXCITED),
-    ('system.use_pp', (False,), _PP),
-    ('system.pp.type', ('ccecp',), _PP),
-    ('system.pp.basis', ('ccecp-cc-pVDZ',), _PP),
-    ('system.pp.symbols', (None,), _PP),
     ('system.make_local_energy_fn', ('',), 'custom Hamiltonians (e.g. periodic systems)'),
     ('system.make_local_energy_kwargs', ({},), 'custom Hamiltonians (e.g. periodic systems)'),
     ('optim.objective', ('vmc',), "objectives other than 'vmc' (wqmc, vmc_overlap)"),
@@ -494,6 +493,11 @@ def build_system(cfg: ml_collections.ConfigDict) -> system_lib.System:
   """The physical system the ``cfg.system`` fields describe."""
   s = cfg.system
   electrons = tuple(s.electrons) if s.electrons else None
+  # The reference's hcl.py sets system.molecule and builds system.pyscf_mol from it; the
+  # reference then takes the Mole's nuclei. So do we, saying so if they differ.
+  from_mole = s.pyscf_mol is not None and bool(s.molecule)
+  if from_mole:
+    _check_same_nuclei(system_lib.from_pyscf(s.pyscf_mol).atoms, s.molecule, s.units)
   given = [
     f'system.{key} ({value!r})'
     for key, value in (
@@ -501,7 +505,7 @@ def build_system(cfg: ml_collections.ConfigDict) -> system_lib.System:
       ('molecule_name', s.molecule_name),
       ('xyz', s.xyz),
       ('pyscf_mol', 'a pyscf Mole' if s.pyscf_mol is not None else ''),
-      ('molecule', f'{len(s.molecule)} atoms' if s.molecule else ''),
+      ('molecule', f'{len(s.molecule)} atoms' if s.molecule and not from_mole else ''),
     )
     if value
   ]
@@ -536,6 +540,9 @@ def build_system(cfg: ml_collections.ConfigDict) -> system_lib.System:
   elif s.pyscf_mol is not None:
     mol = system_lib.from_pyscf(s.pyscf_mol)
     atoms, electrons = list(mol.atoms), electrons or mol.electrons
+    if mol.pp_type:  # the Mole's ECP: its electrons are the valence ones
+      pp = _pseudopotentials(s, (mol.pp_type, mol.pp_symbols))
+      return _with_pseudopotentials(atoms, s.charge or round(mol.charge), spin, electrons, *pp)
   elif s.molecule:
     atoms = [
       a if isinstance(a, system_lib.Atom) else system_lib.Atom(*a, units=s.units or 'bohr')
@@ -546,7 +553,79 @@ def build_system(cfg: ml_collections.ConfigDict) -> system_lib.System:
       'no system given: set --config.system.atom (e.g. Li), '
       '--config.system.molecule_name, --config.system.xyz or system.molecule'
     )
+  if s.use_pp:
+    return _with_pseudopotentials(atoms, s.charge, spin, electrons, *_pseudopotentials(s))
   return system_lib.make_system(atoms, s.charge, spin, electrons)
+
+
+def _check_same_nuclei(atoms: Sequence[system_lib.Atom], molecule: Any, units: str | None) -> None:
+  """Warns if ``molecule`` (system.molecule) differs from ``atoms`` (the Mole's), which win."""
+  molecule = [
+    a if isinstance(a, system_lib.Atom) else system_lib.Atom(*a, units=units or 'bohr')
+    for a in molecule
+  ]
+  mine = np.array([a.coords for a in molecule]).reshape(-1, 3)
+  theirs = np.array([a.coords for a in atoms]).reshape(-1, 3)
+  if [a.symbol for a in molecule] == [a.symbol for a in atoms] and np.allclose(
+    mine, theirs, atol=1e-6, rtol=0
+  ):
+    return
+  why = ''
+  if mine.shape == theirs.shape and np.allclose(
+    theirs, mine * system_lib.BOHR_PER_ANGSTROM, atol=1e-5, rtol=0
+  ):
+    why = (
+      ': the Mole read the bohr coordinates of system.molecule as angstrom (mol.unit '
+      "'angstrom'), as the reference's hcl.py does"
+    )
+  warnings.warn(
+    f"system.pyscf_mol and system.molecule differ{why}; the Mole's nuclei are used, as in "
+    f'the reference (bohr: {theirs.round(6).tolist()}, system.molecule {mine.round(6).tolist()})',
+    stacklevel=3,
+  )
+
+
+def _pseudopotentials(
+  s: ml_collections.ConfigDict, from_mole: tuple[str, tuple[str, ...]] | None = None
+) -> tuple[str, tuple[str, ...]]:
+  """(type, symbols) of the pseudopotentials: ``system.pp``'s, or a Mole's ECP.
+
+  A Mole's ECP agrees with ``system.pp`` if ``system.use_pp`` is set too (as in the
+  reference's hcl.py); otherwise it is an error naming both.
+  """
+  symbols = tuple(s.pp.symbols or ())
+  if from_mole is None:
+    if not symbols:
+      raise errors.ConfigError(
+        'system.use_pp needs system.pp.symbols, the elements that get pseudopotentials, '
+        'e.g. --config.system.pp.symbols="[\'Cl\']"'
+      )
+    return str(s.pp.type), symbols
+  if s.use_pp and (s.pp.type != from_mole[0] or (symbols and set(symbols) != set(from_mole[1]))):
+    raise errors.ConfigError(
+      f'system.pyscf_mol has the {from_mole[0]!r} pseudopotential on {", ".join(from_mole[1])}, '
+      f'but system.pp asks for {s.pp.type!r} on {", ".join(symbols) or "no element"}'
+    )
+  return from_mole
+
+
+def _with_pseudopotentials(
+  atoms: list[system_lib.Atom],
+  charge: int,
+  spin: int | None,
+  electrons: tuple[int, int] | None,
+  pp_type: str,
+  symbols: tuple[str, ...],
+) -> system_lib.System:
+  """The system with pseudopotentials; ``electrons`` may count all electrons or the
+  valence ones (the total charge tells which; a resolved config holds the latter)."""
+  cores = sum(
+    system_lib.core_electrons(pp_type, a.symbol) for a in atoms if a.symbol in set(symbols)
+  )
+  if electrons and sum(electrons) == sum(a.atomic_number for a in atoms) - charge - cores:
+    electrons = (electrons[0] + cores // 2, electrons[1] + cores // 2)  # the valence ones
+  full = system_lib.make_system(atoms, charge, spin, electrons)
+  return system_lib.with_pseudopotentials(full, pp_type, symbols, valence=False)
 
 
 def _structure_parameters(s: ml_collections.ConfigDict) -> dict:
@@ -817,8 +896,16 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   system = build_system(cfg)
   mol = cfg.system.pyscf_mol
   with cfg.unlocked():
-    if mol is not None and isinstance(mol.basis, str) and mol.basis.strip():
-      cfg.pretrain.basis = mol.basis  # the molecule's own basis, as the reference does
+    if system.pp_type:  # recorded, so that the resolved config rebuilds the same system
+      cfg.system.use_pp = True
+      cfg.system.pp.type = system.pp_type
+      cfg.system.pp.symbols = list(system.pp_symbols)
+      cfg.system.charge = round(system.charge)
+    basis = _basis_of(mol, system) if mol is not None else None
+    if basis is not None:
+      cfg.pretrain.basis, pp_basis = basis
+      if pp_basis:
+        cfg.system.pp.basis = pp_basis
     elif mol is not None:
       warnings.warn(
         f'system.pyscf_mol has a per-element basis ({mol.basis!r}); Hartree-Fock '
@@ -845,11 +932,35 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return cfg
 
 
+def _basis_of(mol: Any, system: system_lib.System) -> tuple[str, str] | None:
+  """(basis of the atoms without ECP, basis of those with one) of a Mole, as the reference's
+  pretraining uses them: one name for all atoms, or a per-element dict with one name for
+  each group; None when the Mole's basis does not fit that (e.g. one basis per element)."""
+  basis = mol.basis
+  if isinstance(basis, str) and basis.strip():
+    return basis, (basis if system.pp_type else '')
+  if not isinstance(basis, dict) or not all(isinstance(b, str) for b in basis.values()):
+    return None
+  names = {True: set(), False: set()}
+  for symbol in dict.fromkeys(system.symbols):
+    if symbol not in basis:
+      return None
+    names[symbol in system.pp_symbols].add(basis[symbol])
+  if len(names[False]) > 1 or len(names[True]) > 1:
+    return None
+  pp_basis = next(iter(names[True]), '')
+  return next(iter(names[False]), pp_basis), pp_basis
+
+
 def system_of(cfg: ml_collections.ConfigDict) -> system_lib.System:
   """The System of a resolved config."""
   if not cfg.system.molecule or not cfg.system.electrons:
     raise errors.ConfigError('config is not resolved: call config.resolve(cfg) first')
-  return system_lib.System(tuple(cfg.system.molecule), tuple(cfg.system.electrons))
+  system = system_lib.System(tuple(cfg.system.molecule), tuple(cfg.system.electrons))
+  if cfg.system.use_pp:
+    s = cfg.system
+    system = system_lib.with_pseudopotentials(system, s.pp.type, s.pp.symbols, valence=True)
+  return system
 
 
 def apply_cpu_xla_flags(environ: dict[str, str] | None = None) -> list[str]:

@@ -11,6 +11,14 @@ of log|ψ| computed by one of:
   for the FermiNet's structure (``fwdlap``) where the caller passes it, else
   folx's;
 - ``folx``: folx's generic forward Laplacian of any log|ψ|.
+
+Every per-walker quantity is an estimator ``(params, key, x) -> value``: x one
+walker (3N,) bohr, key a PRNG key of that walker (from its global index, so that
+results do not depend on how walkers are split over devices; deterministic
+estimators ignore it). The local energy is the sum of the energy estimators
+(:func:`energy_estimators`: kinetic, e–e, e–n, n–n and, with pseudopotentials,
+the ECP's local and non-local parts), plus penalties (``PENALTIES``) that enter
+the quantity minimised but not the energy reported.
 """
 
 from __future__ import annotations
@@ -28,6 +36,15 @@ from ferminet import system as system_lib
 from ferminet.config import LAPLACIANS
 
 LogAbsFn = Callable[[Any, jax.Array], jax.Array]  # (params, x (3N,)) -> log|ψ|
+# (params, x (3N,)) -> (sign ψ, log|ψ|), the network's ``apply``
+SignedLogFn = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
+# (params, key, x (3N,)) -> a per-walker value (hartree for energies)
+Estimator = Callable[[Any, jax.Array, jax.Array], jax.Array]
+# (params, key, x (3N,)) -> (E_L, its terms), hartree
+LocalEnergy = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+# Terms of the local energy that are minimised but are not part of the Hamiltonian's
+# energy (the energy and variance written are without them): optim.spin_energy · S².
+PENALTIES = ('spin_penalty',)
 # (params, x (3N,)) -> (∇² log|ψ|, ∇ log|ψ| (3N,)), as fwdlap.make returns
 LaplacianFn = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -145,24 +162,81 @@ def resolve_chunk(
   return max(1, AUTO_CHUNK_BYTES // per_walker)
 
 
-def batch_local_energy(
-  local_energy: Callable[[Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]],
-  chunk: int = 0,
-) -> Callable[[Any, jax.Array], jax.Array]:
-  """Local energies of a batch, (walkers, 3N) -> (walkers,) hartree.
+def walker_keys(key: jax.Array, ids: jax.Array) -> jax.Array:
+  """One PRNG key per walker from its global index: (b,) ids -> (b, ...) keys."""
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, ids)
 
-  ``chunk`` > 0 evaluates them that many walkers at a time (a ``lax.map`` over
-  vmapped chunks, remainder included) to bound memory or stay in cache; 0 vmaps
-  over all walkers at once.
+
+def batch_local_energy(
+  local_energy: LocalEnergy, chunk: int = 0
+) -> Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]:
+  """Local energies of a batch: ``(params, key, walkers (b, 3N), ids (b,)) -> (E_L, terms)``,
+  E_L (b,) hartree and each term (b,).
+
+  Walker i's estimators get the key ``fold_in(key, ids[i])``. ``chunk`` > 0 evaluates
+  them that many walkers at a time (a ``lax.map`` over vmapped chunks, remainder
+  included) to bound memory or stay in cache; 0 vmaps over all walkers at once.
   """
 
-  def batch(params: Any, walkers: jax.Array) -> jax.Array:
-    def one(x):
-      return local_energy(params, x)[0]
+  def batch(params: Any, key: jax.Array, walkers: jax.Array, ids: jax.Array):
+    def one(args):
+      k, x = args
+      return local_energy(params, k, x)
 
-    return parallel.map_walkers(one, walkers, chunk)
+    return parallel.map_walkers(one, (walker_keys(key, ids), walkers), chunk)
 
   return batch
+
+
+def coulomb_estimators(system: system_lib.System) -> dict[str, Estimator]:
+  """'ee', 'en' and 'nn' of :func:`potential_energy` as estimators (nuclear charges:
+  ``system.charges``, the effective ones with pseudopotentials)."""
+  nuclei = np.asarray(system.coords)
+  charges = np.asarray(system.charges)
+
+  def term(name: str) -> Estimator:
+    def estimator(params: Any, key: jax.Array, x: jax.Array) -> jax.Array:
+      del params, key
+      return potential_energy(x, jnp.asarray(nuclei, x.dtype), jnp.asarray(charges, x.dtype))[name]
+
+    return estimator
+
+  return {name: term(name) for name in ('ee', 'en', 'nn')}
+
+
+def energy_estimators(
+  log_abs: LogAbsFn,
+  system: system_lib.System,
+  laplacian: str = 'forward',
+  sparsity_threshold: int = 0,
+  structured: LaplacianFn | None = None,
+  signed: SignedLogFn | None = None,
+) -> dict[str, Estimator]:
+  """The Hamiltonian's terms as estimators: 'kinetic', 'ee', 'en', 'nn' and, for a
+  system with pseudopotentials, 'ecp_local' and 'ecp_nonlocal' (``ecp``; the
+  non-local part needs the signed wavefunction ``signed``)."""
+  sparsity = resolve_sparsity(sparsity_threshold, system.n_electrons)
+  kinetic = make_kinetic_energy(log_abs, laplacian, sparsity, structured)
+  estimators: dict[str, Estimator] = {'kinetic': lambda params, key, x: kinetic(params, x)}
+  estimators.update(coulomb_estimators(system))
+  if system.pp_type:
+    from ferminet import ecp  # noqa: PLC0415 - needs PySCF's tables; only ECP runs load it
+
+    if signed is None:
+      raise ValueError('a system with pseudopotentials needs the signed wavefunction')
+    estimators.update(ecp.estimators_for(system, signed))
+  return estimators
+
+
+def sum_of(estimators: dict[str, Estimator]) -> LocalEnergy:
+  """``(params, key, x) -> (Σ estimators, {name: value})``; estimator j gets fold_in(key, j)."""
+  names = sorted(estimators)
+
+  def local_energy(params: Any, key: jax.Array, x: jax.Array):
+    terms = {n: estimators[n](params, jax.random.fold_in(key, j), x) for j, n in enumerate(names)}
+    return sum(terms.values()), terms
+
+  return local_energy
 
 
 def make_local_energy(
@@ -171,24 +245,22 @@ def make_local_energy(
   laplacian: str = 'forward',
   sparsity_threshold: int = 0,
   structured: LaplacianFn | None = None,
-) -> Callable[[Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]:
-  """Local energy of one walker.
+  signed: SignedLogFn | None = None,
+  penalties: dict[str, Estimator] | None = None,
+) -> LocalEnergy:
+  """Local energy of one walker: the sum of :func:`energy_estimators` and ``penalties``.
 
   ``laplacian`` is one of LAPLACIANS; ``structured`` the network's own forward
-  Laplacian for ``forward`` (else folx); ``sparsity_threshold`` folx's.
+  Laplacian for ``forward`` (else folx); ``sparsity_threshold`` folx's; ``signed``
+  the signed wavefunction (needed with pseudopotentials); ``penalties`` terms named
+  in PENALTIES (e.g. the spin penalty).
 
   Returns:
-    ``local_energy(params, x) -> (E_L, terms)``: E_L in hartree (scalar) and a
-    dict of its parts 'kinetic', 'ee', 'en', 'nn'. x has shape (n * 3,), bohr.
+    ``local_energy(params, key, x) -> (E_L, terms)``: E_L in hartree (scalar) and a
+    dict of its parts ('kinetic', 'ee', 'en', 'nn', ...). x has shape (n * 3,), bohr.
   """
-  sparsity = resolve_sparsity(sparsity_threshold, system.n_electrons)
-  kinetic = make_kinetic_energy(log_abs, laplacian, sparsity, structured)
-  nuclei = np.asarray(system.coords)
-  charges = np.asarray(system.charges)
-
-  def local_energy(params: Any, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    terms = potential_energy(x, jnp.asarray(nuclei, x.dtype), jnp.asarray(charges, x.dtype))
-    terms['kinetic'] = kinetic(params, x)
-    return sum(terms.values()), terms
-
-  return local_energy
+  estimators = energy_estimators(log_abs, system, laplacian, sparsity_threshold, structured, signed)
+  for name in penalties or {}:
+    if name not in PENALTIES:
+      raise ValueError(f'{name!r} is not a penalty: one of {", ".join(PENALTIES)}')
+  return sum_of({**estimators, **(penalties or {})})

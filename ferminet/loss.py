@@ -32,6 +32,20 @@ import kfac_jax
 from ferminet import hamiltonian, parallel
 
 
+class Batch(NamedTuple):
+  """This device's walkers and their global indices (which key each walker's estimators)."""
+
+  walkers: jax.Array  # (b, 3N), bohr
+  ids: jax.Array  # (b,) int32, global walker indices (parallel.walker_ids)
+
+
+def as_batch(data: Batch | jax.Array) -> Batch:
+  """``data`` as a Batch; bare walkers get the indices 0..b-1 (one device, tests)."""
+  if isinstance(data, Batch):
+    return data
+  return Batch(data, jnp.arange(data.shape[0], dtype=jnp.int32))
+
+
 class LossAux(NamedTuple):
   """Per-step statistics of the local energy over all devices (scalars: the
   optimizer averages them over devices)."""
@@ -51,11 +65,11 @@ def clip_local_energies(e_l: jax.Array, mean: jax.Array, scale: float, median: b
   return jnp.clip(e_l, centre - scale * spread, centre + scale * spread)
 
 
-Residuals = Callable[[Any, jax.Array], tuple[jax.Array, LossAux, jax.Array]]
+Residuals = Callable[[Any, jax.Array, Batch], tuple[jax.Array, LossAux, jax.Array]]
 
 
 def make_residuals(
-  local_energy: Callable[[Any, jax.Array], tuple[jax.Array, Any]],
+  local_energy: hamiltonian.LocalEnergy,
   clip_local_energy: float = 5.0,
   clip_median: bool = False,
   center_at_clip: bool = True,
@@ -63,27 +77,33 @@ def make_residuals(
 ) -> Residuals:
   """The per-walker local energies the VMC gradient uses, clipped and centred.
 
-  ``residuals(params, walkers) -> (energy, LossAux, diff)``: the energy ⟨E_L⟩ and
-  the variance of the unclipped local energies over all devices (Ha, Ha²), and
-  ``diff`` (walkers per device,) Ha, this device's E_L clipped as
+  ``residuals(params, key, batch) -> (energy, LossAux, diff)``: the energy ⟨E_L⟩ and
+  the variance of the unclipped local energies over all devices (Ha, Ha²), both
+  without penalty terms (``hamiltonian.PENALTIES``), and ``diff`` (walkers per
+  device,) Ha, this device's E_L (with penalties: what is minimised) clipped as
   :func:`clip_local_energies` with ``clip_local_energy`` (≤ 0: no clipping) and
   ``clip_median``, minus the mean of the clipped E_L over all devices
   (``center_at_clip``) or minus ``energy``. The VMC gradient is
   2⟨diff ∇log|ψ|⟩ (:func:`make_loss`); SPRING solves for ``diff`` in walker space
   (``optimizers``). Must run inside ``pmap`` over ``parallel.AXIS``;
   ``max_vmap_batch_size`` > 0 evaluates the local energies in chunks of that many
-  walkers (``hamiltonian.batch_local_energy``).
+  walkers (``hamiltonian.batch_local_energy``). ``batch``: a :class:`Batch` (or bare
+  walkers, see :func:`as_batch`); the estimators' keys come from ``key`` and the ids.
   """
   batch_local_energy = hamiltonian.batch_local_energy(local_energy, max_vmap_batch_size)
 
-  def residuals(params, walkers):
-    e_l = batch_local_energy(params, walkers)
-    energy = parallel.pmean(jnp.mean(e_l))
-    variance = parallel.pmean(jnp.mean((e_l - energy) ** 2))
+  def residuals(params, key, batch):
+    batch = as_batch(batch)
+    e_l, terms = batch_local_energy(params, key, batch.walkers, batch.ids)
+    penalty = sum((terms[n] for n in hamiltonian.PENALTIES if n in terms), jnp.zeros_like(e_l))
+    e_h = e_l - penalty  # the Hamiltonian's local energy
+    energy = parallel.pmean(jnp.mean(e_h))
+    variance = parallel.pmean(jnp.mean((e_h - energy) ** 2))
+    mean = energy + parallel.pmean(jnp.mean(penalty))  # the mean of what is minimised
     clipped = e_l
     if clip_local_energy > 0.0:
-      clipped = clip_local_energies(e_l, energy, clip_local_energy, clip_median)
-    centre = parallel.pmean(jnp.mean(clipped)) if center_at_clip else energy
+      clipped = clip_local_energies(e_l, mean, clip_local_energy, clip_median)
+    centre = parallel.pmean(jnp.mean(clipped)) if center_at_clip else mean
     return energy, LossAux(variance=variance), clipped - centre
 
   return residuals
@@ -94,10 +114,12 @@ def make_loss(
   residuals: Residuals,
   log_abs_tagged: Callable[[Any, jax.Array], jax.Array] | None = None,
 ) -> Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, LossAux]]:
-  """The VMC loss ``loss(params, key, walkers) -> (energy, LossAux)``.
+  """The VMC loss ``loss(params, key, batch) -> (energy, LossAux)``.
 
-  Must run inside ``pmap`` over ``parallel.AXIS``. ``walkers`` has shape
-  (walkers per device, 3N); energies are in hartree. ``residuals``: the
+  Must run inside ``pmap`` over ``parallel.AXIS``. ``batch``: a :class:`Batch` of
+  this device's walkers (walkers per device, 3N) and their global indices, or bare
+  walkers; ``key`` the same on every device (walker keys are folded in from the
+  indices); energies are in hartree. ``residuals``: the
   per-walker local energies (:func:`make_residuals`), whose clipped and centred
   ``diff`` gives the gradient 2⟨diff ∇log|ψ|⟩. ``log_abs_tagged``: the same
   log|ψ| carrying kfac-jax layer tags, used for the gradient (where KFAC reads its
@@ -106,14 +128,14 @@ def make_loss(
   batch_log_abs = jax.vmap(log_abs_tagged or log_abs, in_axes=(None, 0))
 
   @jax.custom_jvp
-  def loss(params, key, walkers):
-    del key
-    return residuals(params, walkers)[:2]
+  def loss(params, key, batch):
+    return residuals(params, key, batch)[:2]
 
   @loss.defjvp
   def loss_jvp(primals, tangents):
-    params, _, walkers = primals
-    energy, aux, diff = residuals(params, walkers)
+    params, key, batch = primals
+    energy, aux, diff = residuals(params, key, batch)
+    walkers = as_batch(batch).walkers
     log_psi, log_psi_tangent = jax.jvp(
       lambda p: batch_log_abs(p, walkers), (params,), (tangents[0],)
     )

@@ -1,8 +1,10 @@
 """Optimizers behind one interface: kfac (kfac-jax), adam and lamb (optax), spring and none.
 
 All functions work on the device layout of ``train.py``: parameters and
-optimizer state replicated over local devices (leading axis), walkers sharded
-(D, walkers per device, 3N), one PRNG key per device. ``step`` returns the new
+optimizer state replicated over local devices (leading axis), a ``loss.Batch``
+of walkers sharded (D, walkers per device, 3N) with their global indices
+(D, walkers per device), and a PRNG key per device, the same on all devices
+(``parallel.same_keys``: each walker's estimators fold in its index). ``step`` returns the new
 parameters and state and the energy and variance of the walkers it was given
 (replicated scalars, hartree and hartree²).
 """
@@ -43,8 +45,8 @@ copy_tree = jax.pmap(lambda tree: jax.tree.map(jnp.copy, tree), axis_name=parall
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
-  """``init(params, keys, walkers) -> state``; ``step(params, state, keys, walkers)
-  -> (params, state, energy, variance)``.
+  """``init(params, keys, batch) -> state``; ``step(params, state, keys, batch)
+  -> (params, state, energy, variance)``; ``batch`` a ``loss.Batch``.
 
   ``step`` leaves the params and state it is given valid, so a caller can roll
   back to them. ``after_rollback(merged, new)``: the state to continue with after
@@ -121,7 +123,7 @@ def _make_kfac(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
   # only when a state arrives whose counter this function did not return (start, restore).
   counter: dict[str, Any] = {'step_counter': None, 'count': 0}
 
-  def step(params, state, keys, walkers):
+  def step(params, state, keys, batch):
     if counter['step_counter'] is not state.step_counter:
       counter['count'] = int(state.step_counter[0])
     # Copied after the check: a copy made by the caller would defeat it and make every
@@ -131,7 +133,7 @@ def _make_kfac(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
       params,
       state,
       keys,
-      batch=walkers,
+      batch=batch,
       momentum=momentum,
       damping=damping,
       global_step_int=counter['count'],
@@ -150,13 +152,13 @@ def _make_kfac(loss: LossFn, cfg: ml_collections.ConfigDict) -> Optimizer:
 def _make_optax(loss: LossFn, transform: optax.GradientTransformation, name: str) -> Optimizer:
   value_and_grad = jax.value_and_grad(loss, argnums=0, has_aux=True)
 
-  def local_step(params, state, key, walkers):
-    (energy, aux), grads = value_and_grad(params, key, walkers)
+  def local_step(params, state, key, batch):
+    (energy, aux), grads = value_and_grad(params, key, batch)
     grads = parallel.pmean(grads)  # each device holds the gradient of its walkers
     updates, state = transform.update(grads, state, params)
     return optax.apply_updates(params, updates), state, energy, aux.variance
 
-  init = jax.pmap(lambda params, key, walkers: transform.init(params), axis_name=parallel.AXIS)
+  init = jax.pmap(lambda params, key, batch: transform.init(params), axis_name=parallel.AXIS)
   pmapped = jax.pmap(local_step, axis_name=parallel.AXIS)
   return Optimizer(name, init, pmapped)
 
@@ -216,13 +218,13 @@ def _make_spring(
   schedule = learning_rate_schedule(cfg)
   highest = jax.lax.Precision.HIGHEST
 
-  def init(params, key, walkers):
+  def init(params, key, batch):
     flat, _ = ravel_pytree(params)
     return SpringState(jnp.zeros_like(flat), jnp.zeros((), jnp.int32))
 
-  def local_step(params, state, key, walkers):
-    del key
-    energy, aux, diff = residuals(params, walkers)
+  def local_step(params, state, key, batch):
+    energy, aux, diff = residuals(params, key, batch)
+    walkers = loss_lib.as_batch(batch).walkers
     flat, unravel = ravel_pytree(params)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else flat.dtype
     eps = parallel.all_gather(diff).astype(dtype)  # (n,): every walker, in device order
@@ -261,14 +263,14 @@ def _make_spring(
 
 
 def _make_none(loss: LossFn) -> Optimizer:
-  def local_step(params, state, key, walkers):
-    energy, aux = loss(params, key, walkers)
+  def local_step(params, state, key, batch):
+    energy, aux = loss(params, key, batch)
     return params, state, energy, aux.variance
 
   pmapped = jax.pmap(local_step, axis_name=parallel.AXIS)
   return Optimizer(
     'none',
-    lambda params, keys, walkers: None,
+    lambda params, keys, batch: None,
     pmapped,
   )
 

@@ -49,11 +49,11 @@ def all_gather(x: jax.Array) -> jax.Array:
   return jax.lax.all_gather(x, AXIS).reshape(-1, *x.shape[1:])
 
 
-def map_walkers(f: Any, xs: jax.Array, chunk: int = 0) -> Any:
-  """``f`` of each walker (leading axis of ``xs``), vmapped over all of them, or with
-  ``chunk`` > 0 that many at a time (a ``lax.map`` over vmapped chunks, remainder
-  included) to bound memory or stay in cache."""
-  if 0 < chunk < xs.shape[0]:
+def map_walkers(f: Any, xs: Any, chunk: int = 0) -> Any:
+  """``f`` of each walker (leading axis of ``xs``, an array or a tree of arrays),
+  vmapped over all of them, or with ``chunk`` > 0 that many at a time (a ``lax.map``
+  over vmapped chunks, remainder included) to bound memory or stay in cache."""
+  if 0 < chunk < jax.tree.leaves(xs)[0].shape[0]:
     return jax.lax.map(f, xs, batch_size=chunk)
   return jax.vmap(f)(xs)
 
@@ -114,9 +114,10 @@ def first(tree: Any) -> Any:
   return jax.device_get(jax.tree.map(lambda x: x[0], tree))
 
 
-def device_keys(key: jax.Array) -> jax.Array:
-  """One PRNG key per local device, shape (D, 2), different on every process."""
-  return jax.random.split(jax.random.fold_in(key, process_index()), device_count())
+def same_keys(key: jax.Array) -> jax.Array:
+  """``key`` on every local device, shape (D, 2): keys of estimators, which fold in each
+  walker's global index, so that they do not depend on the device layout."""
+  return on_devices(jnp.broadcast_to(key, (device_count(), *key.shape)))
 
 
 def check_batch(batch_size: int) -> None:

@@ -49,12 +49,14 @@ def _basis_error(system: System, basis: str) -> errors.ConfigError:
   )
 
 
-def make_mole(system: System, basis: str = 'ccpvdz') -> pyscf.gto.Mole:
+def make_mole(system: System, basis: str = 'ccpvdz', pp_basis: str = '') -> pyscf.gto.Mole:
   """A built PySCF molecule for ``system`` (bohr units, verbose 0).
 
   ``mol.nelec`` equals ``system.electrons``. Nuclear charges that differ from
   the atomic number (``Atom.charge``) are passed to libcint as fractional
-  charges; the basis is still the element's.
+  charges; the basis is still the element's. Atoms with a pseudopotential get it
+  as PySCF's ECP of ``system.pp_type`` and the basis ``pp_basis`` (default
+  ``basis``), the others ``basis``.
 
   Raises:
     errors.ConfigError: if PySCF does not know ``basis`` for some element.
@@ -66,7 +68,12 @@ def make_mole(system: System, basis: str = 'ccpvdz') -> pyscf.gto.Mole:
   mol.atom = [(s, tuple(c)) for s, c in zip(system.symbols, system.coords, strict=True)]
   mol.unit = 'Bohr'
   mol.basis = basis
-  mol.charge = sum(atomic_numbers) - system.n_electrons
+  if system.pp_type:
+    mol.basis = {
+      s: (pp_basis or basis) if s in system.pp_symbols else basis for s in system.symbols
+    }
+    mol.ecp = {s: system.pp_type for s in system.pp_symbols}
+  mol.charge = sum(atomic_numbers) - sum(system.cores) - system.n_electrons
   mol.spin = system.spin
   mol.verbose = 0
   try:
@@ -74,9 +81,9 @@ def make_mole(system: System, basis: str = 'ccpvdz') -> pyscf.gto.Mole:
       warnings.simplefilter('ignore')
       mol.build(dump_input=False, parse_arg=False)
   except (pyscf_exceptions.BasisNotFoundError, KeyError) as e:
-    raise _basis_error(system, basis) from e
+    raise _basis_error(system, pp_basis or basis if system.pp_type else basis) from e
   charges = system.charges
-  if np.any(charges != np.asarray(atomic_numbers, dtype=float)):
+  if np.any(charges != np.asarray(atomic_numbers, dtype=float) - system.core_counts):
     ptr = len(mol._env)
     mol._env = np.append(mol._env, charges)
     mol._atm[:, gto.mole.NUC_MOD_OF] = gto.mole.NUC_FRAC_CHARGE
@@ -132,13 +139,16 @@ def _occupied(mo_coeff: np.ndarray, mo_occ: np.ndarray, n: int, threshold: float
   return coeff
 
 
-def hartree_fock(system: System, basis: str = 'ccpvdz', method: str = 'auto') -> HartreeFock:
+def hartree_fock(
+  system: System, basis: str = 'ccpvdz', method: str = 'auto', pp_basis: str = ''
+) -> HartreeFock:
   """Runs HF for ``system`` with PySCF (cached per geometry, basis and method).
 
   Args:
     system: nuclei (bohr) and electrons.
     basis: PySCF basis name (``--config.pretrain.basis``).
     method: 'auto' (RHF for closed shells, UHF otherwise), 'rhf', 'uhf' or 'rohf'.
+    pp_basis: the basis of atoms with a pseudopotential (``system.pp.basis``).
 
   Returns:
     The HF state; if plain SCF does not converge, one second-order (Newton)
@@ -151,14 +161,17 @@ def hartree_fock(system: System, basis: str = 'ccpvdz', method: str = 'auto') ->
     tuple(system.electrons),
     str(basis).strip().lower(),
     method,
+    system.pp_type,
+    system.pp_symbols,
+    str(pp_basis).strip().lower(),
   )
   if key in _CACHE:
     return _CACHE[key]
-  mol = make_mole(system, basis)
+  mol = make_mole(system, basis, pp_basis)
   mf = {'rhf': scf.RHF, 'uhf': scf.UHF, 'rohf': scf.ROHF}[method](mol)
   mf.verbose = 0
   atomic_numbers = [elements.get(s).atomic_number for s in system.symbols]
-  if np.any(system.charges != np.asarray(atomic_numbers, dtype=float)):
+  if np.any(system.charges != np.asarray(atomic_numbers, dtype=float) - system.core_counts):
     # PySCF's default (minao) guess reads a fractional nuclear charge (system.delta_charge)
     # as an ECP core and fails; the core-Hamiltonian guess needs no atomic data.
     mf.init_guess = '1e'

@@ -102,13 +102,28 @@ class Atom:
 class System:
   """Nuclei and electrons of one calculation, in atomic units.
 
+  With pseudopotentials (``pseudopotential``), the electrons are the valence ones:
+  each atom of ``cores`` > 0 has lost that many core electrons, and its nucleus
+  acts with the effective charge Z − core (``charges``) plus the ECP.
+
   Attributes:
     atoms: the nuclei.
     electrons: (n_alpha, n_beta).
+    pp_type: the pseudopotential family (a PySCF ECP name, e.g. 'ccecp'); '' for none.
+    pp_symbols: the elements that carry one.
+    cores: core electrons their pseudopotentials replace, per atom (0 for the
+      others); () without pseudopotentials.
   """
 
   atoms: tuple[Atom, ...]
   electrons: tuple[int, int]
+  pp_type: str = ''
+  pp_symbols: tuple[str, ...] = ()
+  cores: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    if self.cores and len(self.cores) != len(self.atoms):
+      raise ValueError(f'cores {self.cores} do not match {len(self.atoms)} atoms')
 
   @property
   def coords(self) -> np.ndarray:
@@ -117,8 +132,19 @@ class System:
 
   @property
   def charges(self) -> np.ndarray:
-    """Nuclear charges, shape (n_atoms,)."""
-    return np.array([a.charge for a in self.atoms], dtype=float)
+    """Nuclear charges seen by the electrons, shape (n_atoms,): Z, or with a
+    pseudopotential the effective charge Z − core."""
+    return np.array([a.charge for a in self.atoms], dtype=float) - self.core_counts
+
+  @property
+  def core_counts(self) -> np.ndarray:
+    """Core electrons replaced by pseudopotentials, per atom, shape (n_atoms,)."""
+    return np.array(self.cores or [0] * len(self.atoms), dtype=float)
+
+  @property
+  def pseudo_atoms(self) -> tuple[int, ...]:
+    """Indices of the atoms with a pseudopotential."""
+    return tuple(i for i, a in enumerate(self.atoms) if a.symbol in self.pp_symbols)
 
   @property
   def symbols(self) -> tuple[str, ...]:
@@ -254,6 +280,73 @@ def make_system(
   return System(atoms, electrons_from(atoms, charge, spin_polarisation, electrons))
 
 
+def core_electrons(pp_type: str, symbol: str) -> int:
+  """Core electrons of PySCF's ``pp_type`` pseudopotential (e.g. 'ccecp') for ``symbol``.
+
+  Raises:
+    errors.ConfigError: PySCF has no such pseudopotential for the element.
+  """
+  from pyscf import gto  # noqa: PLC0415 - PySCF is slow to import; only ECP runs need it here
+
+  try:
+    table = gto.basis.load_ecp(str(pp_type), symbol)
+  except Exception:  # noqa: BLE001 - any failure means "not available"
+    table = None
+  if not table:
+    raise errors.ConfigError(
+      f'PySCF has no {pp_type!r} pseudopotential for {symbol}: choose another '
+      '--config.system.pp.type or leave the element out of --config.system.pp.symbols'
+    )
+  return int(table[0])
+
+
+def with_pseudopotentials(
+  system: System, pp_type: str, symbols: Sequence[str], valence: bool | None = None
+) -> System:
+  """``system`` with pseudopotentials on the atoms of ``symbols``: their core electrons go.
+
+  The electrons of ``system`` may count every electron (as the reference's config
+  files give them, e.g. HCl (9, 9)) or the valence electrons only; either way the
+  result holds the valence ones: half the core electrons are removed from each
+  spin channel (ccECP cores are closed shells). The total charge is kept.
+  ``valence``: whether the electrons are the valence ones; None: they are if
+  ``system`` has cores already or is neutral counting valence electrons only.
+
+  Raises:
+    errors.ConfigError: an element of ``symbols`` is not in the molecule, PySCF has
+      no such pseudopotential, or the electrons do not fit.
+  """
+  symbols = tuple(dict.fromkeys(elements.get(s).symbol for s in symbols))
+  missing = [s for s in symbols if s not in system.symbols]
+  if missing:
+    raise errors.ConfigError(
+      f'system.pp.symbols names {", ".join(missing)}, which the molecule '
+      f'({", ".join(dict.fromkeys(system.symbols))}) does not contain'
+    )
+  if not symbols:
+    raise errors.ConfigError(
+      "system.use_pp needs system.pp.symbols: the elements to give pseudopotentials, e.g. ['Cl']"
+    )
+  cores = tuple(
+    core_electrons(pp_type, a.symbol) if a.symbol in symbols else 0 for a in system.atoms
+  )
+  base = System(system.atoms, system.electrons)
+  total = sum(cores)
+  na, nb = system.electrons
+  if valence is None:
+    valence = bool(system.cores) or bool(total and base.charge == total)
+  if valence:
+    pass  # the electrons are the valence ones already
+  elif total % 2 or min(na, nb) < total // 2:
+    raise errors.ConfigError(
+      f'electrons ({na}, {nb}) cannot lose the {total} core electrons of the pseudopotentials '
+      'half from each spin channel'
+    )
+  else:
+    na, nb = na - total // 2, nb - total // 2
+  return System(system.atoms, (na, nb), str(pp_type), symbols, cores)
+
+
 def read_xyz(
   path: str | pathlib.Path, units: str | None = None
 ) -> tuple[list[Atom], dict[str, str]]:
@@ -297,23 +390,37 @@ def read_xyz(
   return atoms, meta
 
 
+def _ecp_name(mol) -> str:
+  """The one named pseudopotential family of a Mole's ``ecp`` ('ccecp' or {'Cl': 'ccecp'})."""
+  spec = mol.ecp
+  names = (
+    {spec} if isinstance(spec, str) else set(spec.values()) if isinstance(spec, dict) else set()
+  )
+  if len(names) != 1 or not all(isinstance(n, str) and n.strip() for n in names):
+    raise errors.ConfigError(
+      f'system.pyscf_mol has ecp={spec!r}: ferminet needs one named pseudopotential family '
+      "for all its ECP atoms (e.g. ecp='ccecp' or {'Cl': 'ccecp'}), not tables or a mix"
+    )
+  return names.pop().strip()
+
+
 def from_pyscf(mol) -> System:
   """A :class:`System` from a built PySCF ``gto.Mole`` (geometry, charge and spin).
 
+  A Mole with an effective core potential keeps it: its ``mol.nelec`` are the valence
+  electrons, and the atoms with an ECP get the pseudopotential of that name
+  (:func:`with_pseudopotentials`).
+
   Raises:
-    errors.ConfigError: the molecule has an effective core potential. Its
-      ``mol.nelec`` counts valence electrons only, while the nuclei here carry
-      their full charges, so it would silently become a highly charged ion.
+    errors.ConfigError: the ECP is not one named family (see :func:`_ecp_name`).
   """
-  if mol.has_ecp():
-    cores = {mol.atom_pure_symbol(i): mol.atom_nelec_core(i) for i in range(mol.natm)}
-    which = ', '.join(f'{k} ({v} core electrons)' for k, v in cores.items())
-    raise errors.ConfigError(
-      f'system.pyscf_mol has an effective core potential (ecp={mol.ecp!r}: {which}); '
-      'pseudopotentials are not supported yet, so it would be trained as an all-electron '
-      f'ion of charge {int(sum(mol.atom_nelec_core(i) for i in range(mol.natm)) + mol.charge):+d}'
-      '. Build the Mole without ecp= (and with an all-electron basis)'
-    )
   coords = np.asarray(mol.atom_coords(unit='Bohr'))
   atoms = [Atom(mol.atom_pure_symbol(i), tuple(coords[i]), units='bohr') for i in range(mol.natm)]
-  return make_system(atoms, electrons=mol.nelec)
+  system = make_system(atoms, electrons=mol.nelec) if not mol.has_ecp() else None
+  if system is not None:
+    return system
+  check_nuclei(atoms)
+  symbols = [mol.atom_pure_symbol(i) for i in range(mol.natm)]
+  with_ecp = [s for s in dict.fromkeys(symbols) if s in mol._ecp]
+  electrons = tuple(int(n) for n in mol.nelec)
+  return with_pseudopotentials(System(tuple(atoms), electrons), _ecp_name(mol), with_ecp, True)

@@ -135,6 +135,19 @@ def local_energy_chunk(cfg: ml_collections.ConfigDict, system: system_lib.System
   )
 
 
+def _penalties(
+  cfg: ml_collections.ConfigDict, system: system_lib.System, network: networks.Network
+) -> dict[str, hamiltonian.Estimator]:
+  """The penalty terms of the minimised local energy: ``optim.spin_energy`` · S²."""
+  c = cfg.optim.spin_energy
+  if not c:
+    return {}
+  from ferminet import observables  # TODO(merge): top-level import
+
+  s2 = observables.make_s2(network.apply, system.electrons)
+  return {'spin_penalty': lambda params, key, x: c * s2(params, key, x)}
+
+
 def setup(cfg: ml_collections.ConfigDict) -> Run:
   """Resolves the config and builds the network, local energy, loss, optimizer and sampler."""
   if cfg.debug.float64:
@@ -151,6 +164,8 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     cfg.optim.laplacian,
     cfg.optim.forward_laplacian_sparsity,
     fwdlap.make(cfg.network, system),
+    signed=network.apply,
+    penalties=_penalties(cfg, system, network),
   )
   residuals = loss.make_residuals(
     local_energy,
@@ -296,8 +311,9 @@ def fresh_state(run: Run) -> TrainState:
 def init_optimizer(run: Run, state: TrainState) -> TrainState:
   """A fresh optimizer state. Leaves ``state.key`` as it is, so that a restored
   run draws the same random numbers as an uninterrupted one."""
-  keys = parallel.device_keys(jax.random.fold_in(state.key, 1))
-  return state._replace(opt_state=run.optimizer.init(state.params, keys, state.walkers))
+  keys = parallel.same_keys(jax.random.fold_in(state.key, 1))
+  batch = loss.Batch(state.walkers, run.ids)
+  return state._replace(opt_state=run.optimizer.init(state.params, keys, batch))
 
 
 def restore(run: Run) -> tuple[TrainState, str] | None:
@@ -682,7 +698,7 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
   cfg = run.cfg
   if cfg.pretrain.iterations == 0:
     return state
-  hf = scf.hartree_fock(run.system, cfg.pretrain.basis, cfg.pretrain.hf_method)
+  hf = scf.hartree_fock(run.system, cfg.pretrain.basis, cfg.pretrain.hf_method, cfg.system.pp.basis)
   say(f'Hartree-Fock ({hf.method}/{cfg.pretrain.basis}): {hf.energy:.6f} Ha')
   init_opt, step = pretrain.make_step(
     run.network,
@@ -738,7 +754,7 @@ def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Ar
     state.params, state.walkers, k_mcmc, run.ids, state.width, adapt
   )
   params, opt_state, energy, variance = run.optimizer.step(
-    state.params, state.opt_state, parallel.device_keys(k_opt), walkers
+    state.params, state.opt_state, parallel.same_keys(k_opt), loss.Batch(walkers, run.ids)
   )
   new_opt_state = opt_state
   (params, opt_state, walkers, width), ok = run.keep_finite(

@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ferminet import config as config_lib
@@ -231,16 +232,24 @@ def test_two_system_sources_are_an_error():
   assert config_lib.resolve(cfg).system.name == molecules.label('N2') == 'N2 R=2.13535 bohr'
 
 
-def test_pyscf_mole_with_ecp_is_refused():
-  """Its nelec counts valence electrons only: HCl would become (4, 4) electrons, charge +10."""
+def test_pyscf_mole_with_ecp_keeps_it():
+  """Its nelec counts valence electrons: HCl (4, 4) with effective charges (7, 1), neutral,
+  not an all-electron ion of charge +10 (as before pseudopotentials were supported).
+  ecp='ccecp' gives every element PySCF has a ccECP for one, H too (no core electrons)."""
   from pyscf import gto
 
   cfg = config_lib.default()
   cfg.system.pyscf_mol = gto.M(
     atom='Cl 0 0 0; H 0 0 1.27', unit='angstrom', basis='ccecp-cc-pvdz', ecp='ccecp', verbose=0
   )
-  with pytest.raises(errors.ConfigError, match=r'effective core potential.*Cl \(10 core.*\+10'):
-    config_lib.resolve(cfg)
+  cfg = config_lib.resolve(cfg)
+  system = config_lib.system_of(cfg)
+  assert system.electrons == (4, 4) and system.cores == (10, 0)
+  np.testing.assert_array_equal(system.charges, [7.0, 1.0])
+  assert system.charge == 0 and system.pp_type == 'ccecp' and system.pp_symbols == ('Cl', 'H')
+  assert (cfg.system.use_pp, list(cfg.system.pp.symbols)) == (True, ['Cl', 'H'])
+  assert cfg.pretrain.basis == cfg.system.pp.basis == 'ccecp-cc-pvdz'
+  assert config_lib.system_of(config_lib.resolve(cfg)) == system  # idempotent
 
 
 def test_pyscf_mole_keeps_its_basis():

@@ -9,6 +9,8 @@ from conftest import tiny_network_cfg
 from ferminet import fwdlap, hamiltonian, mcmc, networks
 from ferminet import system as system_lib
 
+KEY = jax.random.PRNGKey(0)  # the estimators of an all-electron energy draw no random numbers
+
 
 @pytest.fixture(scope='module')
 def lih_network():
@@ -48,9 +50,9 @@ def test_laplacians_agree_with_finite_differences(lih_network):
 
 def test_local_energies_agree(lih_network):
   system, net, params, x, structured = lih_network
-  e_h, _ = jax.jit(hamiltonian.make_local_energy(net.log_abs, system, 'hessian'))(params, x)
+  e_h, _ = jax.jit(hamiltonian.make_local_energy(net.log_abs, system, 'hessian'))(params, KEY, x)
   forward = hamiltonian.make_local_energy(net.log_abs, system, 'forward', 0, structured)
-  e_f, terms = jax.jit(forward)(params, x)
+  e_f, terms = jax.jit(forward)(params, KEY, x)
   np.testing.assert_allclose(e_f, e_h, rtol=1e-10)
   assert set(terms) == {'kinetic', 'ee', 'en', 'nn'}
   np.testing.assert_allclose(sum(terms.values()), e_f, rtol=1e-12)
@@ -66,11 +68,11 @@ def test_hydrogen_like_exact_energy(symbol, charge, laplacian):
   local_energy = jax.jit(
     jax.vmap(
       hamiltonian.make_local_energy(lambda p, x: -z * jnp.linalg.norm(x), system, laplacian),
-      in_axes=(None, 0),
+      in_axes=(None, None, 0),
     )
   )
   xs = jax.random.normal(jax.random.PRNGKey(0), (20, 3)) * 2.0 / z
-  energies, _ = local_energy(None, xs)
+  energies, _ = local_energy(None, KEY, xs)
   np.testing.assert_allclose(energies, -(z**2) / 2, rtol=1e-10)
 
 
@@ -95,7 +97,7 @@ def test_helium_product_state_energy():
     )
   )
   x = jnp.array([0.3, -0.2, 0.5, -0.4, 0.1, 0.7])
-  energy, terms = le(None, x)
+  energy, terms = le(None, KEY, x)
   r1, r2, r12 = np.linalg.norm(x[:3]), np.linalg.norm(x[3:]), np.linalg.norm(x[:3] - x[3:])
   # -½∇²e^{-Zr}/e^{-Zr} = -Z²/2 + Z/r per electron.
   np.testing.assert_allclose(terms['kinetic'], -4.0 + 2 / r1 + 2 / r2, rtol=1e-12)
@@ -136,7 +138,7 @@ def test_forward_matches_hessian_at_n2_size(n2_sampled, dtype):
   energies = {}
   for method in ('hessian', 'forward', 'folx'):
     fn = hamiltonian.make_local_energy(net.log_abs, system, method, 6, fwdlap.make(cfg, system))
-    energies[method] = jax.jit(jax.vmap(fn, in_axes=(None, 0)))(params, walkers)[0]
+    energies[method] = jax.jit(jax.vmap(fn, in_axes=(None, None, 0)))(params, KEY, walkers)[0]
     assert energies[method].dtype == dtype
   for method in ('forward', 'folx'):
     rel = np.abs(energies[method] - energies['hessian']) / np.abs(energies['hessian'])

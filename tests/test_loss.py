@@ -12,7 +12,7 @@ def test_clipped_gradient_matches_hand_computation():
   def log_abs(p, x):
     return -p['a'] * jnp.linalg.norm(x) + p['b'] * x[0]
 
-  def local_energy(p, x):
+  def local_energy(p, k, x):
     return jnp.sum(x**2) * p['a'] - 1.0, {}
 
   walkers = jnp.array(
@@ -45,14 +45,14 @@ def test_unclipped_gradient_is_the_covariance():
   def log_abs(p, x):
     return p['c'] * jnp.sum(x)
 
-  def local_energy(p, x):
+  def local_energy(p, k, x):
     return jnp.sum(x) ** 2, {}
 
   walkers = jnp.array([[0.0, 1.0], [2.0, -1.0], [3.0, 3.0]])
   vmc = loss.make_loss(log_abs, loss.make_residuals(local_energy, clip_local_energy=0.0))
   grad = jax.vmap(
     jax.grad(lambda p, k, w: vmc(p, k, w)[0]), in_axes=(None, None, 0), axis_name=parallel.AXIS
-  )({'c': jnp.asarray(0.7)}, None, walkers[None])
+  )({'c': jnp.asarray(0.7)}, jax.random.PRNGKey(0), walkers[None])
   s = np.asarray(walkers).sum(1)
   e_l = s**2
   np.testing.assert_allclose(grad['c'][0], 2 * np.mean((e_l - e_l.mean()) * s), rtol=1e-12)
@@ -64,7 +64,7 @@ def test_chunked_local_energies_match():
   def log_abs(p, x):
     return -p['a'] * jnp.linalg.norm(x)
 
-  def local_energy(p, x):
+  def local_energy(p, k, x):
     return jnp.sum(jnp.sin(x)) * p['a'], {}
 
   walkers = jax.random.normal(jax.random.PRNGKey(0), (1, 7, 3))
@@ -75,7 +75,7 @@ def test_chunked_local_energies_match():
     f = jax.vmap(
       jax.value_and_grad(vmc, has_aux=True), in_axes=(None, None, 0), axis_name=parallel.AXIS
     )
-    outputs.append(f(params, None, walkers))
+    outputs.append(f(params, jax.random.PRNGKey(0), walkers))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), *outputs)
 
 
@@ -87,7 +87,7 @@ def test_clipping_does_not_depend_on_the_device_layout():
   def log_abs(p, x):
     return -p['a'] * jnp.linalg.norm(x) + p['b'] * x[0] ** 2
 
-  def local_energy(p, x):
+  def local_energy(p, k, x):
     return jnp.sum(x**3) * p['a'] - jnp.exp(x[1]), {}
 
   walkers = jax.random.normal(jax.random.PRNGKey(3), (16, 3)) * 1.5
@@ -102,7 +102,7 @@ def test_clipping_does_not_depend_on_the_device_layout():
       in_axes=(None, None, 0),
       axis_name=parallel.AXIS,
     )
-    one, two = (grad(params, None, walkers.reshape(d, 16 // d, 3)) for d in (1, 2))
+    one, two = (grad(params, jax.random.PRNGKey(0), walkers.reshape(d, 16 // d, 3)) for d in (1, 2))
     for name in params:  # each device's gradient is its share; the optimizers average them
       np.testing.assert_allclose(two[name].mean(0), one[name][0], rtol=1e-6)
     centre = np.median(e_l) if median else e_l.mean()

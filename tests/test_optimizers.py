@@ -31,7 +31,7 @@ def _log_abs_tagged(params, x):
   return networks._tag_dense(phi @ params['w'], phi, params)[0, 0]
 
 
-def _local_energy(params, x):
+def _local_energy(params, key, x):
   return jnp.sum(x**2) - 1.5 + 0.3 * jnp.cos(x[0]), {}
 
 
@@ -48,13 +48,13 @@ def test_kfac_step_is_the_natural_gradient_of_psi_squared():
   w = jnp.array([[0.3], [-0.2], [0.5], [0.1]])
   params = parallel.replicate({'w': w})
   shard = parallel.shard(walkers)
-  keys = parallel.device_keys(jax.random.PRNGKey(1))
+  keys = parallel.same_keys(jax.random.PRNGKey(1))
   state = optimizer.init(params, keys, shard)
   new, _, energy, _ = optimizer.step(params, state, keys, shard)
   step = np.asarray(new['w'][0] - w, dtype=np.float64).ravel()
 
   phi = np.asarray(jax.vmap(_features)(walkers)[:, 0], dtype=np.float64)  # (B, 4)
-  e_l = np.asarray(jax.vmap(lambda x: _local_energy(None, x)[0])(walkers), dtype=np.float64)
+  e_l = np.asarray(jax.vmap(lambda x: _local_energy(None, None, x)[0])(walkers), dtype=np.float64)
   fisher = 4 * phi.T @ phi / len(phi)
   gradient = 2 * phi.T @ (e_l - e_l.mean()) / len(phi)
   expected = -0.1 * np.linalg.solve(fisher, gradient)

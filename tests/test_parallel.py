@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from test_train import _steps, tiny_config
 
-from ferminet import checkpoint, parallel, train
+from ferminet import checkpoint, loss, parallel, train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ITERATIONS = 8
@@ -79,8 +79,9 @@ def raw_gradient(cfg):
   def grad(params, key, walkers):
     return parallel.pmean(jax.grad(lambda p: run.loss(p, key, walkers)[0])(params))
 
-  keys = parallel.device_keys(state.key)
-  grads = jax.pmap(grad, axis_name=parallel.AXIS)(state.params, keys, state.walkers)
+  keys = parallel.same_keys(state.key)
+  batch = loss.Batch(state.walkers, run.ids)
+  grads = jax.pmap(grad, axis_name=parallel.AXIS)(state.params, keys, batch)
   return np.concatenate([np.ravel(g) for g in jax.tree.leaves(parallel.first(grads))]).tolist()
 
 

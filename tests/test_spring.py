@@ -55,7 +55,7 @@ def _log_abs(params, x):
   return _features(x) @ params['w']
 
 
-def _local_energy(params, x):  # depends on w, so the second step sees new energies
+def _local_energy(params, key, x):  # depends on w, so the second step sees new energies
   return params['w'][0] * jnp.sum(x**2) + 0.3 * jnp.cos(x[0]) - 1.0, {}
 
 
@@ -81,7 +81,7 @@ def toy_steps(**settings):
   vmc = loss.make_loss(_log_abs, residuals)
   optimizer = optimizers.make(vmc, _config(**settings), residuals=residuals, log_abs=_log_abs)
   params = parallel.replicate({'w': jnp.asarray(W0)})
-  keys = parallel.device_keys(jax.random.PRNGKey(1))
+  keys = parallel.same_keys(jax.random.PRNGKey(1))
   state = optimizer.init(params, keys, parallel.shard(_walkers(0)))
   ws, energies = [], []
   for i in range(2):
