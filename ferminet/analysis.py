@@ -279,6 +279,9 @@ class RunSummary:
   # The checkpoint the run started from (log.started_from: a warm start's source, or
   # the training checkpoint an inference run evaluates): {path, step, system}, or None.
   started_from: dict | None = None
+  # Every observable column of the file (s2, mu_x, dipole_x, ... : writers.OBSERVABLE_UNITS),
+  # reblocked over the same kept rows as the energy.
+  observables: dict[str, Reblocked] = dataclasses.field(default_factory=dict)
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -292,6 +295,8 @@ class RunData:
   energy: np.ndarray
   pmove: np.ndarray
   variance: np.ndarray
+  # The observable columns present (writers.OBSERVABLE_UNITS), NaN where a row has none.
+  observables: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def stats_path(run_dir: str | pathlib.Path, stats: str = 'auto') -> pathlib.Path:
@@ -337,7 +342,18 @@ def _read_stats(path: pathlib.Path) -> RunData:
   if not rows:
     raise errors.AnalysisError(f'{path} has no complete rows yet')
   columns = {c: np.array([float(r[c]) for r in rows]) for c in ('energy', 'pmove', 'variance')}
-  return RunData(np.array([int(r['step']) for r in rows]), **columns)
+  observed = {
+    c: np.array([_number(r.get(c)) for r in rows]) for c in writers.OBSERVABLE_UNITS if c in rows[0]
+  }
+  return RunData(np.array([int(r['step']) for r in rows]), **columns, observables=observed)
+
+
+def _number(text: str | None) -> float:
+  """A CSV cell as a float; NaN when empty (rows written before the column existed)."""
+  try:
+    return float(text)
+  except (TypeError, ValueError):
+    return float('nan')
 
 
 def _finite_mean(values: np.ndarray) -> float:
@@ -426,6 +442,7 @@ def analyze_run(
     extrapolated=fit,
     batch_size=cfg.get('batch_size'),
     started_from=started if started.get('path') else None,
+    observables={c: reblock(v[kept]) for c, v in data.observables.items()},
   )
   return summary, data
 

@@ -38,7 +38,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
-from ferminet import analysis, errors
+from ferminet import analysis, errors, writers
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -200,6 +200,12 @@ def text(result: dict) -> list[str]:
         f'variance, a line through {fit["blocks"]} block means of {fit["block_size"]} steps, '
         f'variance {fit["variance_min"]:.4g} to {fit["variance_max"]:.4g} Ha2, slope '
         f'{fit["slope"]:.4g} +/- {fit["slope_stderr"]:.2g} /Ha, at zero variance)'
+      )
+    for column, o in r['observables'].items():
+      unit = writers.OBSERVABLE_UNITS[column]
+      lines.append(
+        f'{column}: {o["mean"]:.6f} +/- {o["stderr"]:.6f} {unit}'.rstrip()
+        + ('' if o['converged'] else ' (reblocking not converged)')
       )
     ref = r['reference']
     if ref is not None:

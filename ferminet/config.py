@@ -155,6 +155,11 @@ def default() -> ml_collections.ConfigDict:
         'make_envelope_kwargs': {},
       },
       # Reference keys accepted at their default only (see REFERENCE_ONLY):
+      # Per-step estimates written as train_stats.csv / inference_stats.csv columns (see
+      # writers.OBSERVABLE_UNITS): s2 (⟨S²⟩, N_α·N_β extra wavefunction evaluations per
+      # walker) and dipole (mu_x..z: the reference's Σ_i r_i in bohr; dipole_x..z: the
+      # dipole moment Σ Z R − Σ r in e·bohr; dipole_debye). Reference keys accepted at
+      # their default only (see REFERENCE_ONLY): density, density_basis.
       'observables': {
         's2': False,
         'density': False,
@@ -206,9 +211,11 @@ def default() -> ml_collections.ConfigDict:
         'clip_local_energy': 5.0,  # in units of the mean absolute deviation
         'clip_median': False,
         'center_at_clip': True,
+        # c > 0 adds c·S² (hartree) to the local energy that is minimised, to push towards
+        # the lowest spin state; the energy and variance written stay the Hamiltonian's.
+        'spin_energy': 0.0,
         # Reference keys accepted at their default only (see REFERENCE_ONLY):
         'vmc_weight': 0.0,
-        'spin_energy': 0.0,
         'overlap': {'weights': None, 'penalty': 1.0},
         'kfac': {
           'invert_every': 1,
@@ -359,7 +366,6 @@ REFERENCE_ONLY = tuple(
     ('system.make_local_energy_kwargs', ({},), 'custom Hamiltonians (e.g. periodic systems)'),
     ('optim.objective', ('vmc',), "objectives other than 'vmc' (wqmc, vmc_overlap)"),
     ('optim.vmc_weight', (0.0,), "Wasserstein QMC (optim.objective 'wqmc')"),
-    ('optim.spin_energy', (0.0,), 'a spin penalty (S²) in the Hamiltonian'),
     ('optim.overlap.weights', (None,), f"{_EXCITED} (optim.objective 'vmc_overlap')"),
     ('optim.overlap.penalty', (1.0,), f"{_EXCITED} (optim.objective 'vmc_overlap')"),
     ('pretrain.excitation_type', ('ordered',), f'{_EXCITED} (their pretraining)'),
@@ -384,10 +390,8 @@ REFERENCE_ONLY = tuple(
     ('network.make_feature_layer_kwargs', ({},), 'custom feature layers'),
     ('network.make_envelope_fn', ('',), 'custom envelopes'),
     ('network.make_envelope_kwargs', ({},), 'custom envelopes'),
-    ('observables.s2', (False,), 'observables (S²)'),
     ('observables.density', (False,), 'observables (the density matrix)'),
     ('observables.density_basis', ('def2-tzvpd',), 'observables (the density matrix)'),
-    ('observables.dipole', (False,), 'observables (the dipole moment)'),
     # Ignored by the reference too:
     ('optim.kfac.momentum_type', ('regular',), 'the reference does not pass it to kfac-jax', True),
     ('optim.kfac.mean_center', (True,), 'the reference does not pass it to kfac-jax', True),

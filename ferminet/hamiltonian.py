@@ -224,7 +224,12 @@ def energy_estimators(
 
     if signed is None:
       raise ValueError('a system with pseudopotentials needs the signed wavefunction')
-    estimators.update(ecp.estimators_for(system, signed))
+    pseudo = set(system.pseudo_atoms)
+    ecps = [
+      ecp.load(system.pp_type, a.symbol) if i in pseudo else None
+      for i, a in enumerate(system.atoms)
+    ]
+    estimators.update(ecp.make_estimators(signed, system.coords, ecps))
   return estimators
 
 

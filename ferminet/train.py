@@ -45,6 +45,7 @@ from ferminet import (
   loss,
   mcmc,
   networks,
+  observables,
   optimizers,
   parallel,
   pretrain,
@@ -98,6 +99,9 @@ class Run:
   loss: Any  # (params, key, walkers) -> (energy, LossAux), inside pmap; its gradient is VMC's
   optimizer: optimizers.Optimizer
   sample: Any  # pmapped (params, walkers, key, ids, width, adapt) -> (walkers, pmove, width)
+  # pmapped (params, key, walkers, ids) -> {observable: mean over all walkers}, or None
+  observe: Any
+  observed: tuple[str, ...]  # the observables.* names estimated, in column order
   ids: jax.Array  # global indices of this process's walkers, (D, B/(P·D))
   keep_finite: Any  # pmapped (new, old, energy) -> (new if finite else old, ok)
   save_path: pathlib.Path
@@ -135,6 +139,24 @@ def local_energy_chunk(cfg: ml_collections.ConfigDict, system: system_lib.System
   )
 
 
+def _make_observe(estimators: dict[str, hamiltonian.Estimator], chunk: int) -> Any:
+  """The pmapped means of observable ``estimators`` over all walkers of all devices:
+  ``(params, key, walkers, ids) -> {name: (D, k) mean value}`` (None without any);
+  walker i's estimator keys fold in ``ids[i]``, so they do not depend on the layout."""
+  if not estimators:
+    return None
+
+  def local(params, key, walkers, ids):
+    def one(args):
+      k, x = args
+      return {n: jnp.reshape(f(params, k, x), -1) for n, f in estimators.items()}
+
+    values = parallel.map_walkers(one, (hamiltonian.walker_keys(key, ids), walkers), chunk)
+    return parallel.pmean(jax.tree.map(lambda v: jnp.mean(v, axis=0), values))
+
+  return jax.pmap(local, axis_name=parallel.AXIS)
+
+
 def _penalties(
   cfg: ml_collections.ConfigDict, system: system_lib.System, network: networks.Network
 ) -> dict[str, hamiltonian.Estimator]:
@@ -142,8 +164,6 @@ def _penalties(
   c = cfg.optim.spin_energy
   if not c:
     return {}
-  from ferminet import observables  # TODO(merge): top-level import
-
   s2 = observables.make_s2(network.apply, system.electrons)
   return {'spin_penalty': lambda params, key, x: c * s2(params, key, x)}
 
@@ -192,6 +212,10 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     return walkers, pmove, width
 
   sample = jax.pmap(local_sample, axis_name=parallel.AXIS, in_axes=(0, 0, None, 0, 0, None))
+  observed = tuple(n for n in observables.OBSERVABLES if cfg.observables.get(n))
+  observe = _make_observe(
+    observables.make(observed, network.apply, system), local_energy_chunk(cfg, system)
+  )
   cfg.debug.seed = seed(cfg)  # the seed in use, recorded in config.json
   save_path = _save_path(cfg)
   if parallel.is_main():
@@ -203,6 +227,8 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     loss=vmc_loss,
     optimizer=optimizer,
     sample=sample,
+    observe=observe,
+    observed=observed,
     ids=parallel.walker_ids(cfg.batch_size),
     keep_finite=jax.pmap(_keep_finite, axis_name=parallel.AXIS),
     save_path=save_path,
@@ -765,6 +791,9 @@ def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Ar
   if opt_state is not None:
     opt_state = run.optimizer.after_rollback(opt_state, new_opt_state)
   stats = {'energy': energy, 'variance': variance, 'pmove': pmove, 'ok': ok}
+  if run.observe is not None:  # on the walkers and parameters the energy is of
+    key_obs = parallel.same_keys(jax.random.fold_in(k_opt, 1))
+    stats['observables'] = run.observe(state.params, key_obs, walkers, run.ids)
   return TrainState(params, opt_state, walkers, width, state.step + 1, key), stats
 
 
@@ -894,9 +923,21 @@ class _Recorder:
   and counts rolled-back (non-finite) iterations: ``failures`` in a row and in total.
   """
 
-  def __init__(self, csv_path: pathlib.Path, first_step: int, every: int = 1):
+  def __init__(
+    self,
+    csv_path: pathlib.Path,
+    first_step: int,
+    every: int = 1,
+    observed: tuple[str, ...] = (),
+  ):
     main = parallel.is_main()
-    self.writer = writers.StatsWriter(csv_path, first_step=first_step) if main else None
+    self.observed = observed
+    self.columns = _observable_columns(observed)
+    self.writer = (
+      writers.StatsWriter(csv_path, first_step=first_step, observables=self.columns)
+      if main
+      else None
+    )
     self.every = every
     self.pending: list[tuple[int, dict[str, jax.Array]]] = []
     self.energies: list[float] = []
@@ -916,7 +957,12 @@ class _Recorder:
       self.energies.append(energy)
       if self.writer is not None and step % self.every == 0:
         self.writer.write(
-          step, energy, float(stats['pmove'][0]), float(stats['variance'][0]), rolled_back=not ok
+          step,
+          energy,
+          float(stats['pmove'][0]),
+          float(stats['variance'][0]),
+          rolled_back=not ok,
+          observed=self._row(stats.get('observables')),
         )
       elif self.writer is not None:
         self.writer.observe(energy)  # ewmean follows every step, as in the reference
@@ -931,6 +977,19 @@ class _Recorder:
     if self.writer is not None:
       self.writer.flush()
 
+  def _row(self, values: dict[str, Any] | None) -> dict[str, float]:
+    """The observable columns of one step from the estimators' means (device 0's copy)."""
+    if not values:
+      return {}
+    row = {}
+    for name in self.observed:
+      flat = np.asarray(values[name][0]).reshape(-1)
+      row.update(zip(observables.OBSERVABLES[name].columns, map(float, flat), strict=True))
+    if 'dipole_x' in row:  # |⟨μ⟩| of this step's walkers
+      moment = np.array([row['dipole_x'], row['dipole_y'], row['dipole_z']])
+      row['dipole_debye'] = float(observables.to_debye(np.linalg.norm(moment)))
+    return row
+
   def close(self) -> None:
     if self.writer is not None:
       self.writer.close()
@@ -943,7 +1002,17 @@ class _Recorder:
       f'E {last["energy"]:.6f} | ewmean {self.writer.ewmean or float("nan"):.6f} | '
       f'var {last["variance"]:.4f} | pmove {last["pmove"]:.2f}'
     )
+    for column, label in (('s2', 'S2'), ('dipole_debye', 'dipole D')):
+      if column in last:
+        text += f' | {label} {last[column]:.3f}'
     return text + (f' | rolled back {self.total_failures}' if self.total_failures else '')
+
+
+def _observable_columns(observed: tuple[str, ...]) -> tuple[str, ...]:
+  """The statistics-file columns of the observables ``observed``; the dipole adds
+  dipole_debye, the magnitude of each step's mean dipole in debye."""
+  columns = observables.columns(observed)
+  return columns + (('dipole_debye',) if 'dipole' in observed else ())
 
 
 def agreement_interval(seconds_per_iteration: float) -> int:
@@ -983,7 +1052,7 @@ def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[Train
   cfg = run.cfg
   total = cfg.optim.iterations
   single = parallel.process_count() == 1
-  recorder = _Recorder(csv_path, state.step, cfg.log.stats_frequency)
+  recorder = _Recorder(csv_path, state.step, cfg.log.stats_frequency, run.observed)
   label = 'inference' if run.inference else 'train'
   progress = writers.Progress(label, total, start=state.step, enabled=parallel.is_main())
   last_save = last_agree = time.monotonic()

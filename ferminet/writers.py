@@ -9,7 +9,7 @@ import os
 import pathlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO
 
 from ferminet import errors
@@ -24,6 +24,19 @@ REFERENCE_COLUMNS = COLUMNS[:5]
 # file of the reference, or of ours from before rolled_back existed).
 ABSENT = {'variance': 'nan', 'rolled_back': '0'}
 EW_ALPHA = 0.1  # weight of the newest energy in the exponentially weighted mean
+# The observable columns a run may write (observables.*), after COLUMNS, with their units:
+# s2 and mu_x..mu_z as the reference writes them (mu: the batch mean of Σ_i r_i, the sum of
+# electron positions), and the physical dipole moment Σ_I Z_I R_I − Σ_i r_i about the origin.
+OBSERVABLE_UNITS = {
+  's2': 'hbar2',
+  'mu_x': 'bohr',
+  'mu_y': 'bohr',
+  'mu_z': 'bohr',
+  'dipole_x': 'e*bohr',
+  'dipole_y': 'e*bohr',
+  'dipole_z': 'e*bohr',
+  'dipole_debye': 'D',
+}
 
 
 @contextlib.contextmanager
@@ -56,11 +69,15 @@ class StatsWriter:
   after ours, their values in the old rows and empty in the new ones.
   """
 
-  def __init__(self, path: pathlib.Path, first_step: int):
+  def __init__(self, path: pathlib.Path, first_step: int, observables: Sequence[str] = ()):
     self.path = pathlib.Path(path)
     rows = read_rows(self.path)
-    extra = [c for c in (rows[0] if rows else {}) if c not in COLUMNS]
-    self.columns = COLUMNS + tuple(extra)
+    self.observables = tuple(observables)  # OBSERVABLE_UNITS columns written by this run
+    unknown = [c for c in self.observables if c not in OBSERVABLE_UNITS]
+    if unknown:
+      raise ValueError(f'unknown observable columns {unknown}')
+    extra = [c for c in (rows[0] if rows else {}) if c not in COLUMNS + self.observables]
+    self.columns = COLUMNS + self.observables + tuple(extra)
     kept = [r for r in rows if int(r['step']) < first_step]
     self.ewmean = float(kept[-1]['ewmean']) if kept else None
     self.ewvar = float(kept[-1]['ewvar']) if kept else 0.0
@@ -71,22 +88,32 @@ class StatsWriter:
       writer = csv.writer(f)
       writer.writerow(self.columns)
       for r in kept:
-        writer.writerow([r[c] for c in self.columns])
+        writer.writerow([r.get(c, '') for c in self.columns])
     self.last: dict[str, float] = {}
     self._file = self.path.open('a', newline='')
     self._writer = csv.writer(self._file)
 
   def write(
-    self, step: int, energy: float, pmove: float, variance: float, rolled_back: bool = False
+    self,
+    step: int,
+    energy: float,
+    pmove: float,
+    variance: float,
+    rolled_back: bool = False,
+    observed: dict[str, float] | None = None,
   ) -> None:
-    """One row: energy in Ha, variance in Ha²; a non-finite energy leaves ewmean as it is."""
-    self.last = {'step': step, 'energy': energy, 'pmove': pmove, 'variance': variance}
+    """One row: energy in Ha, variance in Ha², ``observed`` the values of this run's
+    observable columns; a non-finite energy leaves ewmean as it is."""
+    observed = observed or {}
+    self.last = {'step': step, 'energy': energy, 'pmove': pmove, 'variance': variance, **observed}
     self.observe(energy)
     ewmean = float('nan') if self.ewmean is None else self.ewmean
+    values = [f'{observed[c]:.10g}' if c in observed else '' for c in self.observables]
     with _reporting_write_errors(self.path):
       self._writer.writerow(
           [step, f'{energy:.10g}', repr(ewmean), repr(self.ewvar), f'{pmove:.4f}',
-           f'{variance:.6g}', int(rolled_back)] + [''] * (len(self.columns) - len(COLUMNS))
+           f'{variance:.6g}', int(rolled_back)] + values
+          + [''] * (len(self.columns) - len(COLUMNS) - len(values))
       )  # fmt: skip
 
   def observe(self, energy: float) -> None:
