@@ -38,6 +38,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from pyscf.gto import basis as pyscf_basis
 
 from ferminet import errors
@@ -136,7 +137,7 @@ def from_mole(mol: Any) -> list[AtomECP | None]:
   return out
 
 
-def radial(terms: Sequence[Term], r: jax.Array) -> jax.Array:
+def radial(terms: Sequence[Term], r: ArrayLike) -> jax.Array:
   """Σ c r^n exp(-α r²) over ``terms`` at distances r (any shape, bohr); hartree, r's shape."""
   r = jnp.asarray(r)
   total = jnp.zeros_like(r)
@@ -145,13 +146,15 @@ def radial(terms: Sequence[Term], r: jax.Array) -> jax.Array:
   return total
 
 
-def local_potential(ecp: AtomECP, r: jax.Array) -> jax.Array:
+def local_potential(ecp: AtomECP, r: ArrayLike) -> jax.Array:
   """v_loc(r), hartree, at distances r (any shape) in bohr. Diverges as r^-1 at r = 0."""
   return radial(ecp.local, r)
 
 
-def semilocal_potentials(ecp: AtomECP, r: jax.Array) -> jax.Array:
+def semilocal_potentials(ecp: AtomECP, r: ArrayLike) -> jax.Array:
   """v_l(r) of every semi-local channel, (n_channels, *r.shape), hartree; l as in semilocal."""
+  if not ecp.semilocal:
+    return jnp.zeros((0, *jnp.shape(r)), jnp.result_type(r, float))
   return jnp.stack([radial(terms, r) for _, terms in ecp.semilocal])
 
 
@@ -193,7 +196,9 @@ def _legendre(max_l: int, t: jax.Array) -> jax.Array:
   return jnp.stack(values)
 
 
-def _ecp_atoms(coords: Any, ecps: Sequence[AtomECP | None]) -> tuple[np.ndarray, list[AtomECP]]:
+def _ecp_atoms(
+  coords: ArrayLike, ecps: Sequence[AtomECP | None]
+) -> tuple[np.ndarray, list[AtomECP]]:
   coords = np.asarray(coords, dtype=float).reshape(-1, 3)
   if len(ecps) != len(coords):
     raise ValueError(f'{len(ecps)} pseudopotentials (or None) for {len(coords)} atoms')
@@ -201,7 +206,7 @@ def _ecp_atoms(coords: Any, ecps: Sequence[AtomECP | None]) -> tuple[np.ndarray,
   return coords[which], [ecps[i] for i in which]
 
 
-def make_local(coords: Any, ecps: Sequence[AtomECP | None]) -> Estimator:
+def make_local(coords: ArrayLike, ecps: Sequence[AtomECP | None]) -> Estimator:
   """The local part Σ_i Σ_I v_loc,I(|r_i - R_I|) of V_ecp.
 
   Args:
@@ -227,7 +232,7 @@ def make_local(coords: Any, ecps: Sequence[AtomECP | None]) -> Estimator:
 
 def make_nonlocal(
   signed_log_psi: SignedLogPsi,
-  coords: Any,
+  coords: ArrayLike,
   ecps: Sequence[AtomECP | None],
   n_points: int = 12,
 ) -> Estimator:
@@ -243,7 +248,8 @@ def make_nonlocal(
   P_l ψ restricted to the sphere has degree ≤ 5; 6: octahedron, degree ≤ 3) turned by
   a rotation U drawn uniformly from SO(3), independently for each (i, I) from
   ``key``. Over rotations the estimator's mean is the exact integral. Ratios are
-  sign · sign' · exp(log|ψ'| - log|ψ|).
+  sign · sign' · exp(log|ψ'| - log|ψ|). Draw a fresh key per walker and per evaluation:
+  a key reused across iterations reuses the rotations.
 
   Cost per walker: 1 + n_electrons × n_ecp_atoms × n_points evaluations of
   ``signed_log_psi``, vmapped in one batch (memory ∝ that many copies of x). There is
@@ -301,7 +307,7 @@ def make_nonlocal(
 
 def make_estimators(
   signed_log_psi: SignedLogPsi,
-  coords: Any,
+  coords: ArrayLike,
   ecps: Sequence[AtomECP | None],
   n_points: int = 12,
 ) -> dict[str, Estimator]:

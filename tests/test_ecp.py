@@ -89,9 +89,8 @@ def log_of(value_fn):
   return signed_log_psi
 
 
-@pytest.mark.parametrize('n_points', [6, 12])
 @pytest.mark.parametrize('orbital', ['s', 'p'])
-def test_one_electron_s_and_p(n_points, orbital):
+def test_one_electron_s_and_p(orbital):
   """The l-projector of an s (p) function gives v_l(r) for l = 0 (1) and 0 for the others.
 
   The channels' radial functions differ, so [V_nl ψ]/ψ = v_0(r) (s) or v_1(r) (p) exactly
@@ -103,7 +102,7 @@ def test_one_electron_s_and_p(n_points, orbital):
   else:
     psi = log_of(lambda p: (p[0, 2] - centre[2]) * jnp.exp(-jnp.linalg.norm(p[0] - centre)))
   chans = {0: [(1.3, 2.5)], 1: [(0.6, -1.1)], 2: [(0.9, 0.8)]}
-  est = ecp.make_nonlocal(psi, centre[None], [gaussian_ecp(channels=chans)], n_points)
+  est = ecp.make_nonlocal(psi, centre[None], [gaussian_ecp(channels=chans)])
   x = jnp.asarray(centre + np.array([0.5, 0.3, -0.6]))
   r = np.linalg.norm(x - centre)
   values = jax.jit(jax.vmap(est, in_axes=(None, 0, None)))(None, keys(4), x)
@@ -342,3 +341,14 @@ def test_monte_carlo_matches_pyscf_alh():
     atom='Al 0 0 0; H 0 0 3.11', unit='bohr', basis='ccecp-cc-pvdz', ecp='ccecp', verbose=0
   )
   check_against_pyscf(mol, scf.RHF(mol).run(), n_walkers=4096, n_samples=40, max_sigma=5e-3)
+
+
+def test_local_only_pseudopotential_has_no_nonlocal_part():
+  """H's ccECP (n_core 0) is local only: from_mole keeps it, the non-local part is 0."""
+  mol = gto.M(atom='Na 0 0 0; H 0 0 3.6', unit='bohr', basis='ccecp-cc-pvdz', ecp={'H': 'ccecp'})
+  na, h = ecp.from_mole(mol)
+  assert na is None and h.n_core == 0 and h.max_l == -1 and h.local
+  assert ecp.semilocal_potentials(h, jnp.ones(3)).shape == (0, 3)
+  psi = log_of(lambda p: jnp.exp(-jnp.sum(p**2)))
+  est = ecp.make_nonlocal(psi, mol.atom_coords(), [na, h])
+  assert float(est(None, jax.random.PRNGKey(0), jnp.ones(3))) == 0.0
