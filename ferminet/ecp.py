@@ -253,7 +253,10 @@ def make_nonlocal(
 
   Cost per walker: 1 + n_electrons × n_ecp_atoms × n_points evaluations of
   ``signed_log_psi``, vmapped in one batch (memory ∝ that many copies of x). There is
-  no radius cut-off: every electron is projected on every pseudopotential atom.
+  no radius cut-off: every electron is projected on every pseudopotential atom. Measured
+  on one CPU core for Cl (7 electrons, 12 points: 84 evaluations) with the default FermiNet
+  in float32: 15.6 ms per walker, against 0.14 ms for one ψ and 5.4 ms for folx's kinetic
+  energy.
 
   Args:
     signed_log_psi: ``(params, x (3N,)) -> (sign, log|ψ|)``.
