@@ -112,7 +112,11 @@ def default() -> ml_collections.ConfigDict:
         # their core electrons are removed (system.electrons may count all electrons, as in
         # the reference's hcl.py, or the valence ones), HF pretraining uses pp.basis for them.
         'use_pp': False,
-        'pp': {'type': 'ccecp', 'basis': 'ccecp-cc-pVDZ', 'symbols': None},
+        'pp': {
+          'type': 'ccecp',
+          'basis': 'ccecp-cc-pVDZ',
+          'symbols': config_dict.placeholder(tuple),
+        },
         'make_local_energy_fn': '',
         'make_local_energy_kwargs': {},
       },
@@ -903,7 +907,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if system.pp_type:  # recorded, so that the resolved config rebuilds the same system
       cfg.system.use_pp = True
       cfg.system.pp.type = system.pp_type
-      cfg.system.pp.symbols = list(system.pp_symbols)
+      cfg.system.pp.symbols = tuple(system.pp_symbols)
       cfg.system.charge = round(system.charge)
     basis = _basis_of(mol, system) if mol is not None else None
     if basis is not None:

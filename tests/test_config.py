@@ -247,7 +247,7 @@ def test_pyscf_mole_with_ecp_keeps_it():
   assert system.electrons == (4, 4) and system.cores == (10, 0)
   np.testing.assert_array_equal(system.charges, [7.0, 1.0])
   assert system.charge == 0 and system.pp_type == 'ccecp' and system.pp_symbols == ('Cl', 'H')
-  assert (cfg.system.use_pp, list(cfg.system.pp.symbols)) == (True, ['Cl', 'H'])
+  assert (cfg.system.use_pp, cfg.system.pp.symbols) == (True, ('Cl', 'H'))
   assert cfg.pretrain.basis == cfg.system.pp.basis == 'ccecp-cc-pvdz'
   assert config_lib.system_of(config_lib.resolve(cfg)) == system  # idempotent
 
