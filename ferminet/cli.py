@@ -218,6 +218,17 @@ def summary(cfg) -> list[str]:
     f'hf_basis: {cfg.pretrain.basis}',
     f'hf_energy_Ha: {hf.energy:.8f}',
     f'hf_converged: {hf.converged}',
+  ]
+  if system.pp_type:
+    cores = ', '.join(
+      f'{a.symbol} {c}' for a, c in zip(system.atoms, system.cores, strict=True) if c
+    )
+    lines += [
+      f'pseudopotentials: {system.pp_type} on {", ".join(system.pp_symbols)} '
+      f'(basis {cfg.system.pp.basis}; core electrons removed: {cores or "none"})',
+      f'effective_charges: {system.charges.tolist()}',
+    ]
+  lines += [
     f'parameters: {n_params}',
     f'processes: {jax.process_count()}',
     f'devices: {n_dev} ({jax.devices()[0].platform})',

@@ -725,7 +725,12 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
   if cfg.pretrain.iterations == 0:
     return state
   hf = scf.hartree_fock(run.system, cfg.pretrain.basis, cfg.pretrain.hf_method, cfg.system.pp.basis)
-  say(f'Hartree-Fock ({hf.method}/{cfg.pretrain.basis}): {hf.energy:.6f} Ha')
+  basis = cfg.pretrain.basis
+  if run.system.pp_type:
+    basis += (
+      f', {cfg.system.pp.basis} with {run.system.pp_type} on {", ".join(run.system.pp_symbols)}'
+    )
+  say(f'Hartree-Fock ({hf.method}/{basis}): {hf.energy:.6f} Ha')
   init_opt, step = pretrain.make_step(
     run.network,
     hf,
