@@ -13,6 +13,7 @@ constraint binds; so the KFAC runs here use a norm constraint that does not bind
 median of all walkers) is compared directly.
 """
 
+import csv
 import json
 import os
 import pathlib
@@ -35,6 +36,15 @@ ITERATIONS = 8
 FREE_KFAC = {'optim.kfac.norm_constraint': 1e6}
 # Median clipping, strongly active on the unpretrained network.
 CLIPPED = {'optim.clip_median': True, 'optim.clip_local_energy': 1.0, 'pretrain.iterations': 0}
+# Estimators that draw random numbers (the ECP's quadrature rotations) or add columns
+# (observables): Mg with ccECP (2 valence electrons), S² and the dipole.
+ESTIMATORS = {
+  'system.atom': 'Mg',
+  'system.use_pp': True,
+  'system.pp.symbols': ('Mg',),
+  'observables.s2': True,
+  'observables.dipole': True,
+}
 pytestmark = pytest.mark.skipif(sys.platform != 'linux', reason='fake CPU devices, gloo')
 
 # Runs the jobs given as JSON [{save, optimizer, iterations, restore}] and prints the energies.
@@ -61,8 +71,9 @@ for job in jobs:
 """
 
 
-def _job(save, optimizer='kfac', iterations=ITERATIONS, restore='', gradient=False):
+def _job(save, optimizer='kfac', iterations=ITERATIONS, restore='', gradient=False, extra=None):
   overrides = CLIPPED if gradient else FREE_KFAC if optimizer == 'kfac' else {}
+  overrides = {**overrides, **(extra or {})}
   return dict(
     save=str(save), optimizer=optimizer, iterations=iterations, restore=str(restore),
     gradient=gradient, overrides=overrides,
@@ -111,6 +122,7 @@ def one_device(tmp_path_factory):
   kfac = train.train(tiny_config(path / 'kfac', iterations=ITERATIONS, **FREE_KFAC))
   adam = train.train(tiny_config(path / 'adam', optimizer='adam', iterations=4))
   gradient = raw_gradient(tiny_config(path / 'gradient', **CLIPPED))
+  train.train(tiny_config(path / 'estimators', optimizer='adam', iterations=3, **ESTIMATORS))
   return kfac, adam, path, gradient
 
 
@@ -126,6 +138,7 @@ def two_devices(tmp_path_factory, one_device):
     _job(path / 'from_one', iterations=ITERATIONS + 2, restore=restore),
     _job(path / 'none', 'none', 3, restore=restore),
     _job(path / 'gradient', gradient=True),
+    _job(path / 'estimators', 'adam', 3, extra=ESTIMATORS),
   ]
   energies, _, stderr = _finish(_launch(jobs, devices=2))
   return energies, path, stderr
@@ -134,7 +147,7 @@ def two_devices(tmp_path_factory, one_device):
 @pytest.mark.compat
 def test_two_devices_sample_and_optimize_like_one(one_device, two_devices):
   kfac, adam, _, gradient = one_device
-  (kfac2, adam2, *_, gradient2), path, _ = two_devices
+  (kfac2, adam2, _, _, gradient2, _), path, _ = two_devices
   np.testing.assert_allclose(adam2, adam.energies, rtol=1e-8)  # Adam: identical to round-off
   np.testing.assert_allclose(kfac2, kfac.energies, rtol=1e-8)  # KFAC too
   # The gradient itself (per-device medians made it differ by ~5% here).
@@ -143,8 +156,22 @@ def test_two_devices_sample_and_optimize_like_one(one_device, two_devices):
   np.testing.assert_allclose(csv, kfac2, rtol=1e-9)  # 10 digits in the CSV
 
 
+def test_estimators_do_not_depend_on_the_device_layout(one_device, two_devices):
+  """The ECP's random rotations and the observables come from global walker indices: every
+  column of the statistics file is the same on 1 and 2 devices (to the round-off of means)."""
+  rows = [
+    list(csv.DictReader(open(root / 'estimators' / 'train_stats.csv', newline='')))
+    for root in (one_device[2], two_devices[1])
+  ]
+  columns = ('energy', 'variance', 's2', 'mu_z', 'dipole_x', 'dipole_debye')
+  assert set(columns) <= set(rows[0][0]) and len(rows[0]) == len(rows[1]) == 3
+  for column in columns:
+    one, two = ([float(r[column]) for r in file] for file in rows)
+    np.testing.assert_allclose(two, one, rtol=1e-7, atol=1e-9, err_msg=column)
+
+
 def test_checkpoints_move_between_one_and_two_devices(two_devices, tmp_path):
-  (_, _, continued, inference, _), path, _ = two_devices
+  (_, _, continued, inference, *_), path, _ = two_devices
   # 1 device -> 2 devices: the steps continue in the new folder.
   assert _steps(path / 'from_one' / 'train_stats.csv')[0] == [ITERATIONS, ITERATIONS + 1]
   assert np.isfinite(continued).all()
