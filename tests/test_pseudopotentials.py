@@ -188,7 +188,7 @@ def test_hartree_fock_energy_from_the_estimators(lih_ecp):
   assert np.all(np.asarray(terms['ecp_nonlocal']) != 0)  # Li's ccECP has an s channel
   mean, sigma = float(np.mean(e_l)), float(np.std(e_l) / np.sqrt(len(e_l)))
   assert sigma < 0.01
-  print(f"LiH ccECP HF: MC {mean:.5f} +- {sigma:.5f}, PySCF {hf.energy:.5f}")
+  print(f'LiH ccECP HF: MC {mean:.5f} +- {sigma:.5f}, PySCF {hf.energy:.5f}')
   assert abs(mean - hf.energy) < 4 * sigma, (mean, sigma, hf.energy)
 
 

@@ -337,3 +337,51 @@ def test_rollback_checks_what_save_checks():
     jax.tree.map(np.testing.assert_array_equal, kept, old)
   kept, ok = keep(state(opt=2.0), old, energy)
   assert np.asarray(ok).all() and float(kept[1]['mu'][0, 0]) == 2.0
+
+
+def test_observables_in_training_inference_and_analysis(tmp_path, capsys):
+  """observables.s2 and .dipole add their columns to both statistics files (training and an
+  inference run continuing from it), and ferminet-analyze reblocks them."""
+  from ferminet import analyze_cli, observables
+
+  obs = {'observables.s2': True, 'observables.dipole': True}
+  train.train(tiny_config(tmp_path, atom='Li', iterations=3, **obs))
+  train.train(tiny_config(tmp_path, atom='Li', optimizer='none', iterations=2, **obs))
+  added = ('s2', 'mu_x', 'mu_y', 'mu_z', 'dipole_x', 'dipole_y', 'dipole_z', 'dipole_debye')
+  for name, steps in (('train_stats.csv', 3), ('inference_stats.csv', 2)):
+    rows = list(csv.DictReader(open(tmp_path / name, newline='')))
+    assert tuple(rows[0]) == writers.COLUMNS + added and len(rows) == steps
+    for r in rows:  # Li at the origin: μ = Z·0 − Σ r = −(mu_x, mu_y, mu_z)
+      mu = np.array([float(r[c]) for c in ('mu_x', 'mu_y', 'mu_z')])
+      dipole = np.array([float(r[c]) for c in ('dipole_x', 'dipole_y', 'dipole_z')])
+      np.testing.assert_allclose(dipole, -mu, rtol=1e-8)
+      debye = observables.DEBYE_PER_AU * np.linalg.norm(dipole)
+      np.testing.assert_allclose(float(r['dipole_debye']), debye, rtol=1e-8)
+      assert 0.0 < float(r['s2']) < 4.0
+  summary, _ = analysis.analyze_run(tmp_path)  # the inference file
+  assert summary.stats_file == 'inference_stats.csv' and set(added) <= set(summary.observables)
+  capsys.readouterr()
+  analyze_cli.main([str(tmp_path)])
+  out = capsys.readouterr().out
+  assert f's2: {summary.observables["s2"].mean:.6f} +/- ' in out and 'hbar2' in out
+
+
+def test_reference_observable_columns_are_read(tmp_path):
+  """A train_stats.csv of DeepMind's FermiNet with its s2 and mu_* columns: analysed, and
+  kept (not duplicated) when a run with the same observables continues it."""
+  header = 'step,energy,ewmean,ewvar,pmove,s2,mu_x,mu_y,mu_z\n'
+  rows = ''.join(
+    f'{i},{-7.4 - 0.001 * (i % 3)},-7.4,0.0,0.5,0.75,0.0,0.0,{0.1 * (i % 2)}\n' for i in range(40)
+  )
+  (tmp_path / 'train_stats.csv').write_text(header + rows)
+  summary, _ = analysis.analyze_run(tmp_path)
+  np.testing.assert_allclose(summary.observables['s2'].mean, 0.75)
+  np.testing.assert_allclose(summary.observables['mu_z'].mean, 0.05)
+  writer = writers.StatsWriter(
+    tmp_path / 'train_stats.csv', 40, observables=('s2', 'mu_x', 'mu_y', 'mu_z')
+  )
+  writer.write(40, -7.41, 0.5, 0.1, observed={'s2': 0.8, 'mu_x': 0.0, 'mu_y': 0.0, 'mu_z': 0.2})
+  writer.close()
+  lines = (tmp_path / 'train_stats.csv').read_text().splitlines()
+  assert lines[0] == ','.join(writers.COLUMNS + ('s2', 'mu_x', 'mu_y', 'mu_z'))
+  assert lines[1].split(',')[7] == '0.75' and lines[-1].split(',')[7] == '0.8'
