@@ -727,9 +727,9 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
   hf = scf.hartree_fock(run.system, cfg.pretrain.basis, cfg.pretrain.hf_method, cfg.system.pp.basis)
   basis = cfg.pretrain.basis
   if run.system.pp_type:
-    basis += (
-      f', {cfg.system.pp.basis} with {run.system.pp_type} on {", ".join(run.system.pp_symbols)}'
-    )
+    ecp = f'{cfg.system.pp.basis} with {run.system.pp_type} on {", ".join(run.system.pp_symbols)}'
+    all_ecp = set(run.system.symbols) <= set(run.system.pp_symbols)
+    basis = ecp if all_ecp else f'{basis}, {ecp}'
   say(f'Hartree-Fock ({hf.method}/{basis}): {hf.energy:.6f} Ha')
   init_opt, step = pretrain.make_step(
     run.network,
