@@ -30,7 +30,7 @@ ELECTRONS = {
   'diatomic.py': (7, 7),  # N2
   'h10.py': (5, 5),
   'h4.py': (2, 2),
-  'hcl.py': (9, 9),
+  'hcl.py': (4, 4),  # (9, 9) less the 10 core electrons of Cl's ccECP
   'hn.py': (1, 1),  # H2
   'nh3.py': (5, 5),
   'organic.py': (5, 5),  # CH4
