@@ -701,6 +701,10 @@ def check(cfg: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError('pretrain.scf_fraction must be between 0 and 1')
   if cfg.mcmc.adapt_frequency <= 0:
     raise errors.ConfigError('mcmc.adapt_frequency must be >= 1')
+  if not cfg.optim.spin_energy >= 0:
+    raise errors.ConfigError(
+      f'optim.spin_energy must be >= 0 (a penalty on S², in hartree), got {cfg.optim.spin_energy}'
+    )
   if cfg.optim.forward_laplacian_sparsity < -1:
     raise errors.ConfigError('optim.forward_laplacian_sparsity must be >= 0, or -1 (auto)')
   if cfg.optim.max_vmap_batch_size < -1:

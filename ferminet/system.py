@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import pathlib
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -289,7 +290,9 @@ def core_electrons(pp_type: str, symbol: str) -> int:
   from pyscf import gto  # noqa: PLC0415 - PySCF is slow to import; only ECP runs need it here
 
   try:
-    table = gto.basis.load_ecp(str(pp_type), symbol)
+    with warnings.catch_warnings():  # PySCF suggests installing basis-set-exchange
+      warnings.simplefilter('ignore')
+      table = gto.basis.load_ecp(str(pp_type), symbol)
   except Exception:  # noqa: BLE001 - any failure means "not available"
     table = None
   if not table:

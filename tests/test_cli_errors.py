@@ -129,6 +129,23 @@ CASES = {
     ATOM + ['--config.optim.kfac.cov_update_every', '5'],
     ['cov_update_every (5) must not exceed', 'invert_every (1)'],
   ),
+  'negative spin penalty': (
+    ATOM + ['--config.optim.spin_energy', '-0.5'],
+    ['optim.spin_energy must be >= 0'],
+  ),
+  'pseudopotentials without symbols': (
+    ATOM + ['--config.system.use_pp=True'],
+    ['system.use_pp needs system.pp.symbols'],
+  ),
+  'pseudopotential PySCF lacks': (
+    ATOM
+    + [
+      '--config.system.use_pp=True',
+      "--config.system.pp.symbols=('Li',)",
+      '--config.system.pp.type=nope',
+    ],
+    ["no 'nope' pseudopotential for Li"],
+  ),
   'min_damping without effect': (
     ATOM + ['--config.optim.kfac.min_damping', '1e-3'],
     ['min_damping', 'no effect', 'adaptive damping'],

@@ -112,3 +112,30 @@ def test_clipping_does_not_depend_on_the_device_layout():
     dlog_da = -np.linalg.norm(x, axis=1)
     expected = 2 * np.mean((clipped - clipped.mean()) * dlog_da)
     np.testing.assert_allclose(one['a'][0], expected, rtol=1e-5)
+
+
+def test_penalties_are_minimised_but_not_reported():
+  """A 'spin_penalty' term (optim.spin_energy · S²) enters the gradient, not the energy or
+  variance: those are of the Hamiltonian's terms."""
+
+  def log_abs(p, x):
+    return -p['a'] * jnp.linalg.norm(x)
+
+  def local_energy(p, k, x):
+    terms = {'kinetic': p['a'] * jnp.sum(x**2), 'spin_penalty': 0.5 * x[0] ** 2}
+    return sum(terms.values()), terms
+
+  walkers = jax.random.normal(jax.random.PRNGKey(5), (1, 9, 3))
+  params = {'a': jnp.asarray(0.8)}
+  vmc = loss.make_loss(log_abs, loss.make_residuals(local_energy, clip_local_energy=0.0))
+  f = jax.vmap(
+    jax.value_and_grad(vmc, has_aux=True), in_axes=(None, None, 0), axis_name=parallel.AXIS
+  )
+  (energy, aux), grads = f(params, jax.random.PRNGKey(0), walkers)
+  x = np.asarray(walkers[0])
+  e_h = 0.8 * np.sum(x**2, axis=1)
+  e_l = e_h + 0.5 * x[:, 0] ** 2
+  np.testing.assert_allclose(energy[0], e_h.mean(), rtol=1e-12)
+  np.testing.assert_allclose(aux.variance[0], e_h.var(), rtol=1e-12)
+  dlog = -np.linalg.norm(x, axis=1)
+  np.testing.assert_allclose(grads['a'][0], 2 * np.mean((e_l - e_l.mean()) * dlog), rtol=1e-10)
