@@ -158,12 +158,13 @@ def default() -> ml_collections.ConfigDict:
         'make_envelope_fn': '',
         'make_envelope_kwargs': {},
       },
-      # Reference keys accepted at their default only (see REFERENCE_ONLY):
       # Per-step estimates written as train_stats.csv / inference_stats.csv columns (see
       # writers.OBSERVABLE_UNITS): s2 (⟨S²⟩, N_α·N_β extra wavefunction evaluations per
       # walker) and dipole (mu_x..z: the reference's Σ_i r_i in bohr; dipole_x..z: the
-      # dipole moment Σ Z R − Σ r in e·bohr; dipole_debye). Reference keys accepted at
-      # their default only (see REFERENCE_ONLY): density, density_basis.
+      # dipole moment Σ Z R − Σ r in e·bohr; dipole_debye). density: the one-body density
+      # matrices P^α, P^β in the AO basis density_basis (a PySCF basis name), estimated each
+      # step (N extra wavefunction evaluations per walker) and appended to the run folder's
+      # density_matrix.npy, (steps, 2, n_ao, n_ao), np.load reads it (see ferminet.density).
       'observables': {
         's2': False,
         'density': False,
@@ -394,8 +395,6 @@ REFERENCE_ONLY = tuple(
     ('network.make_feature_layer_kwargs', ({},), 'custom feature layers'),
     ('network.make_envelope_fn', ('',), 'custom envelopes'),
     ('network.make_envelope_kwargs', ({},), 'custom envelopes'),
-    ('observables.density', (False,), 'observables (the density matrix)'),
-    ('observables.density_basis', ('def2-tzvpd',), 'observables (the density matrix)'),
     # Ignored by the reference too:
     ('optim.kfac.momentum_type', ('regular',), 'the reference does not pass it to kfac-jax', True),
     ('optim.kfac.mean_center', (True,), 'the reference does not pass it to kfac-jax', True),

@@ -9,7 +9,9 @@ The wavefunction is passed as a *signed log ψ*: ``(params, x) -> (sign, log|ψ|
 ``networks.make(...).apply`` returns.
 
 ``OBSERVABLES`` lists what can be estimated, with the statistics-file columns each one
-writes; :func:`make` builds the enabled ones for a system.
+writes (or, for the density matrix, the file of the run folder it is written to);
+:func:`make` builds the enabled ones for a system and :func:`open_files` the writers of
+those written to files.
 
 Everything is in atomic units: positions in bohr, dipole moments in e·bohr
 (:data:`DEBYE_PER_AU` converts to debye).
@@ -18,19 +20,23 @@ Everything is in atomic units: positions in bohr, dipole moments in e·bohr
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
-from typing import Any
+import pathlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ferminet import errors
+from ferminet import density, errors
 from ferminet import system as system_lib
 
 Params = Any
 SignedLogPsi = Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
 Estimator = Callable[[Params, jax.Array, jax.Array], jax.Array]
+# The observables.* config section (or any mapping of its keys), for options such as
+# observables.density_basis.
+Options = Mapping[str, Any]
 
 # The atomic unit of electric dipole moment, e·a0 = 8.478 353 6255e-30 C m (CODATA 2018,
 # NIST "atomic unit of electric dipole mom."), and the debye, 1 D = 1e-21 / c C m with
@@ -186,34 +192,79 @@ def make_dipole(charges: Any, coords: Any) -> Estimator:
 # Registry
 
 
+class FileWriter(Protocol):
+  """Writes an observable's per-step mean to its own file in the run folder."""
+
+  def write(self, step: int, value: Any) -> None:
+    """Records step ``step``'s mean of the estimator (its value's shape, host array)."""
+
+  def flush(self) -> None:
+    """Makes what was written so far readable."""
+
+  def close(self) -> None: ...
+
+
+# (path, system, options, first_step, dtype) -> the writer of an observable's file
+FileOpener = Callable[[pathlib.Path, system_lib.System, Options, int, Any], FileWriter]
+
+
 @dataclasses.dataclass(frozen=True)
 class Observable:
   """One observable the training loop can estimate.
 
   Attributes:
     columns: the statistics-file columns it writes, in the order of its estimator's
-      value flattened (``value.reshape(-1)``).
-    factory: ``(signed_log_psi, system) -> Estimator``.
+      value flattened (``value.reshape(-1)``); none for one written to a file.
+    factory: ``(signed_log_psi, system, options) -> Estimator``, options the
+      observables.* config keys.
     description: one line for logs and errors.
+    file: the file of the run folder it is written to instead of columns ('' for
+      none); inference runs write ``inference_`` + file.
+    open_file: ``(path, system, options, first_step, dtype) -> FileWriter`` for
+      ``file``: continues at step ``first_step``, stores rows in ``dtype``.
   """
 
   columns: tuple[str, ...]
-  factory: Callable[[SignedLogPsi, system_lib.System], Estimator]
+  factory: Callable[[SignedLogPsi, system_lib.System, Options], Estimator]
   description: str
+  file: str = ''
+  open_file: FileOpener | None = None
 
 
-def _s2_factory(signed_log_psi: SignedLogPsi, system: system_lib.System) -> Estimator:
+def _s2_factory(
+  signed_log_psi: SignedLogPsi, system: system_lib.System, options: Options
+) -> Estimator:
+  del options
   return make_s2(signed_log_psi, tuple(system.electrons))
 
 
-def _dipole_factory(signed_log_psi: SignedLogPsi, system: system_lib.System) -> Estimator:
-  del signed_log_psi  # the dipole is a function of positions only
+def _dipole_factory(
+  signed_log_psi: SignedLogPsi, system: system_lib.System, options: Options
+) -> Estimator:
+  del signed_log_psi, options  # the dipole is a function of positions only
   dipole = make_dipole(system.charges, system.coords)
 
   def estimator(params: Params, key: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.concatenate([electron_position_sum(x), dipole(params, key, x)])
 
   return estimator
+
+
+def _density_basis(options: Options) -> str:
+  return str(options.get('density_basis') or density.DEFAULT_BASIS)
+
+
+def _density_factory(
+  signed_log_psi: SignedLogPsi, system: system_lib.System, options: Options
+) -> Estimator:
+  return density.make(signed_log_psi, system, _density_basis(options))
+
+
+def _density_file(
+  path: pathlib.Path, system: system_lib.System, options: Options, first_step: int, dtype: Any
+) -> FileWriter:
+  basis = density.make_basis(system, _density_basis(options))
+  return density.DensityWriter(path, basis, first_step, dtype)
 
 
 OBSERVABLES: dict[str, Observable] = {
@@ -223,6 +274,14 @@ OBSERVABLES: dict[str, Observable] = {
     _dipole_factory,
     "Σ r_i as DeepMind's FermiNet writes it (mu_*, bohr) and the physical dipole "
     'Σ Z R - Σ r (dipole_*, e·bohr)',
+  ),
+  'density': Observable(
+    (),
+    _density_factory,
+    'the one-body density matrices P^α, P^β in the AO basis observables.density_basis '
+    '(steps, 2, n_ao, n_ao), written to density_matrix.npy',
+    file=density.FILE,
+    open_file=_density_file,
   ),
 }
 
@@ -246,7 +305,10 @@ def columns(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def make(
-  names: Iterable[str], signed_log_psi: SignedLogPsi, system: system_lib.System
+  names: Iterable[str],
+  signed_log_psi: SignedLogPsi,
+  system: system_lib.System,
+  options: Options | None = None,
 ) -> dict[str, Estimator]:
   """The estimators of the observables ``names`` (keys of :data:`OBSERVABLES`).
 
@@ -254,12 +316,46 @@ def make(
     names: observable names, e.g. ``('s2', 'dipole')``; duplicates are built once.
     signed_log_psi: ``(params, x (3N,)) -> (sign, log|ψ|)``.
     system: the nuclei and electron counts.
+    options: the observables.* config keys (e.g. ``density_basis``); defaults if None.
 
   Returns:
     name -> per-walker estimator ``(params, key, x) -> value``, in the order given;
-    ``value.reshape(-1)`` matches ``OBSERVABLES[name].columns``.
+    ``value.reshape(-1)`` matches ``OBSERVABLES[name].columns`` (for those with columns).
 
   Raises:
     errors.ConfigError: for a name not in :data:`OBSERVABLES`.
   """
-  return {n: OBSERVABLES[n].factory(signed_log_psi, system) for n in _checked(names)}
+  options = {} if options is None else options
+  return {n: OBSERVABLES[n].factory(signed_log_psi, system, options) for n in _checked(names)}
+
+
+def open_files(
+  names: Iterable[str],
+  system: system_lib.System,
+  options: Options,
+  folder: pathlib.Path,
+  first_step: int,
+  inference: bool = False,
+  dtype: Any = np.float32,
+) -> dict[str, FileWriter]:
+  """Writers of the observables ``names`` that go to files of their own (``Observable.file``).
+
+  Args:
+    names: observable names; those without a file are skipped.
+    system: the nuclei and electron counts.
+    options: the observables.* config keys.
+    folder: the run folder.
+    first_step: the step of the next row (rows from it on are replaced; see the writers).
+    inference: name the files ``inference_<file>`` (as inference_stats.csv).
+    dtype: the dtype of the rows stored (the run's).
+
+  Returns:
+    name -> writer, whose ``write(step, value)`` takes the step's mean of the estimator.
+  """
+  writers = {}
+  for n in _checked(names):
+    o = OBSERVABLES[n]
+    if o.file and o.open_file is not None:
+      path = pathlib.Path(folder) / (f'inference_{o.file}' if inference else o.file)
+      writers[n] = o.open_file(path, system, options, first_step, dtype)
+  return writers

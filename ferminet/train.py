@@ -214,7 +214,8 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
   sample = jax.pmap(local_sample, axis_name=parallel.AXIS, in_axes=(0, 0, None, 0, 0, None))
   observed = tuple(n for n in observables.OBSERVABLES if cfg.observables.get(n))
   observe = _make_observe(
-    observables.make(observed, network.apply, system), local_energy_chunk(cfg, system)
+    observables.make(observed, network.apply, system, cfg.observables),
+    local_energy_chunk(cfg, system),
   )
   cfg.debug.seed = seed(cfg)  # the seed in use, recorded in config.json
   save_path = _save_path(cfg)
@@ -934,9 +935,11 @@ class _Recorder:
     first_step: int,
     every: int = 1,
     observed: tuple[str, ...] = (),
+    files: dict[str, Any] | None = None,
   ):
     main = parallel.is_main()
     self.observed = observed
+    self.files = files or {}  # observables written to files of their own, every step
     self.columns = _observable_columns(observed)
     self.writer = (
       writers.StatsWriter(csv_path, first_step=first_step, observables=self.columns)
@@ -971,6 +974,8 @@ class _Recorder:
         )
       elif self.writer is not None:
         self.writer.observe(energy)  # ewmean follows every step, as in the reference
+      for name, file in self.files.items():
+        file.write(step, stats['observables'][name][0])
       if ok:
         self.failures = 0
       else:
@@ -979,6 +984,8 @@ class _Recorder:
         self.failures += 1
         self.total_failures += 1
     self.pending.clear()
+    for file in self.files.values():
+      file.flush()
     if self.writer is not None:
       self.writer.flush()
 
@@ -987,7 +994,7 @@ class _Recorder:
     if not values:
       return {}
     row = {}
-    for name in self.observed:
+    for name in (n for n in self.observed if observables.OBSERVABLES[n].columns):
       flat = np.asarray(values[name][0]).reshape(-1)
       row.update(zip(observables.OBSERVABLES[name].columns, map(float, flat), strict=True))
     if 'dipole_x' in row:  # |⟨μ⟩| of this step's walkers
@@ -996,6 +1003,8 @@ class _Recorder:
     return row
 
   def close(self) -> None:
+    for file in self.files.values():
+      file.close()
     if self.writer is not None:
       self.writer.close()
 
@@ -1018,6 +1027,17 @@ def _observable_columns(observed: tuple[str, ...]) -> tuple[str, ...]:
   dipole_debye, the magnitude of each step's mean dipole in debye."""
   columns = observables.columns(observed)
   return columns + (('dipole_debye',) if 'dipole' in observed else ())
+
+
+def _observable_files(run: Run, first_step: int) -> dict[str, Any]:
+  """Process 0's writers of the observables written to files of their own (the density
+  matrix: density_matrix.npy, or inference_density_matrix.npy), continuing at first_step."""
+  if not parallel.is_main():
+    return {}
+  dtype = np.float64 if run.cfg.debug.float64 else np.float32
+  return observables.open_files(
+    run.observed, run.system, run.cfg.observables, run.save_path, first_step, run.inference, dtype
+  )
 
 
 def agreement_interval(seconds_per_iteration: float) -> int:
@@ -1057,7 +1077,8 @@ def optimize(run: Run, state: TrainState, csv_path: pathlib.Path) -> tuple[Train
   cfg = run.cfg
   total = cfg.optim.iterations
   single = parallel.process_count() == 1
-  recorder = _Recorder(csv_path, state.step, cfg.log.stats_frequency, run.observed)
+  files = _observable_files(run, state.step)
+  recorder = _Recorder(csv_path, state.step, cfg.log.stats_frequency, run.observed, files)
   label = 'inference' if run.inference else 'train'
   progress = writers.Progress(label, total, start=state.step, enabled=parallel.is_main())
   last_save = last_agree = time.monotonic()
