@@ -1032,7 +1032,7 @@ def _observable_columns(observed: tuple[str, ...]) -> tuple[str, ...]:
 def _observable_files(run: Run, first_step: int) -> dict[str, Any]:
   """Process 0's writers of the observables written to files of their own (the density
   matrix: density_matrix.npy, or inference_density_matrix.npy), continuing at first_step."""
-  if not parallel.is_main():
+  if not parallel.is_main() or not run.observed:
     return {}
   dtype = np.float64 if run.cfg.debug.float64 else np.float32
   return observables.open_files(

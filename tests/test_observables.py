@@ -352,8 +352,8 @@ def test_registry_columns_and_unknown_name():
   assert observables.OBSERVABLES['s2'].columns == ('s2',)
   assert observables.columns(['dipole'])[:3] == ('mu_x', 'mu_y', 'mu_z')
   assert observables.columns(['s2', 'dipole', 's2']) == ('s2',) + observables.columns('dipole')
-  with pytest.raises(errors.ConfigError, match='density'):
-    observables.make(['s2', 'density'], lambda p, x: (1.0, 0.0), _lih())
+  with pytest.raises(errors.ConfigError, match='nonsense'):
+    observables.make(['s2', 'nonsense'], lambda p, x: (1.0, 0.0), _lih())
 
 
 def test_estimators_batch_as_one_by_one():

@@ -259,7 +259,8 @@ def _optimize(monkeypatch, tmp_path, bad_steps, **values):
       pass
 
   cfg = _atom_cfg(**values)
-  run = type('Run', (), {'cfg': cfg, 'inference': False, 'stop': _Quiet(), 'watchdog': _Quiet()})
+  stand_in = {'cfg': cfg, 'inference': False, 'stop': _Quiet(), 'watchdog': _Quiet()}
+  run = type('Run', (), {**stand_in, 'observed': (), 'save_path': tmp_path})
   csv_path = tmp_path / 'train_stats.csv'
   try:
     state, energies = train.optimize(run, _State(0), csv_path)
