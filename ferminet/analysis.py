@@ -282,6 +282,10 @@ class RunSummary:
   # Every observable column of the file (s2, mu_x, dipole_x, ... : writers.OBSERVABLE_UNITS),
   # reblocked over the same kept rows as the energy.
   observables: dict[str, Reblocked] = dataclasses.field(default_factory=dict)
+  # |⟨μ⟩| in debye from the reblocked dipole_x..z, and its error (propagated), or None.
+  # Unlike the mean of the dipole_debye column (each step's |mean|), it is not biased upwards
+  # by the noise of single steps.
+  dipole_debye: tuple[float, float] | None = None
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -417,6 +421,7 @@ def analyze_run(
     start = max(start, n - average)
   kept = slice(start, None)
   blocked = reblock(data.energy[kept])
+  observed = {c: reblock(v[kept]) for c, v in data.observables.items()}
   fit = extrapolate(data.energy[kept], data.variance[kept])
   started = (cfg.get('log') or {}).get('started_from') or {}
   ref = reference(name, system.get('electrons') or None)
@@ -442,9 +447,23 @@ def analyze_run(
     extrapolated=fit,
     batch_size=cfg.get('batch_size'),
     started_from=started if started.get('path') else None,
-    observables={c: reblock(v[kept]) for c, v in data.observables.items()},
+    observables=observed,
+    dipole_debye=dipole_magnitude(observed),
   )
   return summary, data
+
+
+def dipole_magnitude(observed: dict[str, Reblocked]) -> tuple[float, float] | None:
+  """(|⟨μ⟩|, its standard error) in debye from reblocked dipole_x, _y, _z (e·bohr), the
+  error propagated to first order; None without those columns."""
+  parts = [observed.get(f'dipole_{c}') for c in 'xyz']
+  if any(p is None for p in parts):
+    return None
+  mean = np.array([p.mean for p in parts])
+  err = np.array([p.stderr for p in parts])
+  size = float(np.linalg.norm(mean))
+  stderr = float(np.sqrt(np.sum((mean / size) ** 2 * err**2))) if size > 0 else float(err.max())
+  return size * system_lib.DEBYE_PER_AU, stderr * system_lib.DEBYE_PER_AU
 
 
 def kept_rows(run_dir: str | pathlib.Path, burn_in: float | None, stats: str = 'auto') -> int:

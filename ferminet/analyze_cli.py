@@ -207,6 +207,12 @@ def text(result: dict) -> list[str]:
         f'{column}: {o["mean"]:.6f} +/- {o["stderr"]:.6f} {unit}'.rstrip()
         + ('' if o['converged'] else ' (reblocking not converged)')
       )
+    if r['dipole_debye'] is not None:
+      size, err = r['dipole_debye']
+      lines.append(
+        f'dipole_moment_D: {size:.4f} +/- {err:.4f} (|mean of dipole_x..z|; the mean of the '
+        "dipole_debye column, each step's magnitude, is biased upwards by their noise)"
+      )
     ref = r['reference']
     if ref is not None:
       lines += [

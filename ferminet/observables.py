@@ -38,12 +38,7 @@ Estimator = Callable[[Params, jax.Array, jax.Array], jax.Array]
 # observables.density_basis.
 Options = Mapping[str, Any]
 
-# The atomic unit of electric dipole moment, e·a0 = 8.478 353 6255e-30 C m (CODATA 2018,
-# NIST "atomic unit of electric dipole mom."), and the debye, 1 D = 1e-21 / c C m with
-# c = 299 792 458 m/s exact (so 1 D = 3.335 640 952e-30 C m): 1 e·bohr = 2.541 746 D.
-_AU_DIPOLE_C_M = 8.4783536255e-30
-_DEBYE_C_M = 1e-21 / 299792458.0
-DEBYE_PER_AU = _AU_DIPOLE_C_M / _DEBYE_C_M
+DEBYE_PER_AU = system_lib.DEBYE_PER_AU  # 1 e·bohr in debye (its source: system.py)
 
 
 def to_debye(dipole_au: Any) -> Any:

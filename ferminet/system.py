@@ -19,6 +19,10 @@ from ferminet import elements, errors
 # 1 Å = 1/0.52917721092 bohr (CODATA 2010, the value PySCF uses).
 BOHR_PER_ANGSTROM = 1.0 / 0.52917721092
 _UNITS = {'bohr': 1.0, 'angstrom': BOHR_PER_ANGSTROM}
+# The atomic unit of electric dipole moment, e·a0 = 8.478 353 6255e-30 C m (CODATA 2018,
+# NIST "atomic unit of electric dipole mom."), and the debye, 1 D = 1e-21 / c C m with
+# c = 299 792 458 m/s exact (so 1 D = 3.335 640 952e-30 C m): 1 e·bohr = 2.541 746 D.
+DEBYE_PER_AU = 8.4783536255e-30 / (1e-21 / 299792458.0)
 
 
 def unit_scale(units: str) -> float:

@@ -364,6 +364,8 @@ def test_observables_in_training_inference_and_analysis(tmp_path, capsys):
   analyze_cli.main([str(tmp_path)])
   out = capsys.readouterr().out
   assert f's2: {summary.observables["s2"].mean:.6f} +/- ' in out and 'hbar2' in out
+  size = np.linalg.norm([summary.observables[f'dipole_{c}'].mean for c in 'xyz'])
+  assert f'dipole_moment_D: {size * observables.DEBYE_PER_AU:.4f} +/- ' in out
 
 
 def test_reference_observable_columns_are_read(tmp_path):
