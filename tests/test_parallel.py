@@ -37,13 +37,15 @@ FREE_KFAC = {'optim.kfac.norm_constraint': 1e6}
 # Median clipping, strongly active on the unpretrained network.
 CLIPPED = {'optim.clip_median': True, 'optim.clip_local_energy': 1.0, 'pretrain.iterations': 0}
 # Estimators that draw random numbers (the ECP's quadrature rotations) or add columns
-# (observables): Mg with ccECP (2 valence electrons), S² and the dipole.
+# (observables): Mg with ccECP (2 valence electrons), S², the dipole and the density matrix.
 ESTIMATORS = {
   'system.atom': 'Mg',
   'system.use_pp': True,
   'system.pp.symbols': ('Mg',),
   'observables.s2': True,
   'observables.dipole': True,
+  'observables.density': True,
+  'observables.density_basis': 'sto-3g',
 }
 pytestmark = pytest.mark.skipif(sys.platform != 'linux', reason='fake CPU devices, gloo')
 
@@ -158,7 +160,8 @@ def test_two_devices_sample_and_optimize_like_one(one_device, two_devices):
 
 def test_estimators_do_not_depend_on_the_device_layout(one_device, two_devices):
   """The ECP's random rotations and the observables come from global walker indices: every
-  column of the statistics file is the same on 1 and 2 devices (to the round-off of means)."""
+  column of the statistics file and the density matrices are the same on 1 and 2 devices (to
+  the round-off of means)."""
   rows = [
     list(csv.DictReader(open(root / 'estimators' / 'train_stats.csv', newline='')))
     for root in (one_device[2], two_devices[1])
@@ -168,6 +171,11 @@ def test_estimators_do_not_depend_on_the_device_layout(one_device, two_devices):
   for column in columns:
     one, two = ([float(r[column]) for r in file] for file in rows)
     np.testing.assert_allclose(two, one, rtol=1e-7, atol=1e-9, err_msg=column)
+  one, two = (
+    np.load(root / 'estimators' / 'density_matrix.npy') for root in (one_device[2], two_devices[1])
+  )
+  assert one.shape == (3, 2, 9, 9)  # Mg in STO-3G: 9 functions
+  np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-9)
 
 
 def test_checkpoints_move_between_one_and_two_devices(two_devices, tmp_path):
