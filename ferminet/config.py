@@ -847,7 +847,7 @@ def _atom_label(symbol: str, system: system_lib.System) -> str:
   if not symbol:
     return ''
   atom = system.atoms[0]
-  charge = atom.atomic_number - system.n_electrons
+  charge = atom.atomic_number - sum(system.cores) - system.n_electrons
   suffix = {0: '', 1: '+', -1: '-'}.get(charge, f'{abs(charge)}{"+" if charge > 0 else "-"}')
   nuclear = '' if atom.charge == atom.atomic_number else f' Z={atom.charge:.6g}'
   return atom.symbol + suffix + nuclear
@@ -928,6 +928,8 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       cfg.system.name = molecules.label(s.molecule_name, **_structure_parameters(s))
     elif not cfg.system.name:
       cfg.system.name = _atom_label(cfg.system.atom, system)
+    if system.pp_type and cfg.system.name and system.pp_type not in cfg.system.name:
+      cfg.system.name += f' {system.pp_type}'  # e.g. 'Mg ccecp': not the all-electron atom
     cfg.optim.laplacian = LAPLACIAN_ALIASES.get(cfg.optim.laplacian, cfg.optim.laplacian)
     cfg.system.molecule = list(system.atoms)
     cfg.system.electrons = tuple(system.electrons)

@@ -260,3 +260,15 @@ def test_trained_mg_with_ccecp_matches_the_published_energy(tmp_path):
   assert e.mean - MG_CCECP_REFERENCE < 4e-3, e  # measured 1.8 and 2.5 mHa (two seeds)
   assert e.mean > MG_CCECP_REFERENCE - 4 * e.stderr, e
   assert abs(summary.observables['s2'].mean) < 0.01, summary.observables['s2']
+
+
+def test_names_say_pseudopotential():
+  """'Mg ccecp' (neutral: the core electrons are not a charge), so that no all-electron
+  reference energy or run is taken for it."""
+  cfg = config_lib.default()
+  cfg.system.atom = 'Mg'
+  cfg.system.use_pp = True
+  cfg.system.pp.symbols = ('Mg',)
+  cfg = config_lib.resolve(cfg)
+  assert cfg.system.name == 'Mg ccecp' == config_lib.resolve(cfg).system.name
+  assert config_lib.system_of(cfg).electrons == (1, 1)
