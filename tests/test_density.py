@@ -17,7 +17,7 @@ from conftest import tiny_network_cfg
 from pyscf import gto
 
 from ferminet import config as config_lib
-from ferminet import density, hamiltonian, mcmc, observables, parallel, scf, train
+from ferminet import density, hamiltonian, linalg, mcmc, observables, parallel, scf, train
 from ferminet import system as system_lib
 from ferminet.system import Atom
 
@@ -44,7 +44,7 @@ def _determinant(system: system_lib.System, basis: str = 'ccpvdz'):
     sign, log_abs = jnp.ones((), x.dtype), jnp.zeros((), x.dtype)
     for rows, coeff in zip((ao[:n_alpha], ao[n_alpha:]), params, strict=True):
       if rows.shape[0]:
-        s, ld = jnp.linalg.slogdet(rows @ coeff)
+        s, ld = linalg.slogdet(rows @ coeff)
         sign, log_abs = sign * s, log_abs + ld
     return sign, log_abs
 

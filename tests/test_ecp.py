@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyscf import gto, scf
 
-from ferminet import ecp, errors, mcmc
+from ferminet import ecp, errors, linalg, mcmc
 from ferminet import scf as scf_lib
 
 
@@ -238,8 +238,8 @@ def slater_determinant(mol, mf):
   def signed_log_psi(params, x):
     del params
     ao = ao_fn(x.reshape(-1, 3))
-    sign_a, log_a = jnp.linalg.slogdet(ao[:n_alpha] @ c_alpha)
-    sign_b, log_b = jnp.linalg.slogdet(ao[n_alpha:] @ c_beta)
+    sign_a, log_a = linalg.slogdet(ao[:n_alpha] @ c_alpha)
+    sign_b, log_b = linalg.slogdet(ao[n_alpha:] @ c_beta)
     return sign_a * sign_b, log_a + log_b
 
   return signed_log_psi

@@ -13,7 +13,7 @@ import pyscf.scf
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import errors, mcmc, networks, observables, scf
+from ferminet import errors, linalg, mcmc, networks, observables, scf
 from ferminet import system as system_lib
 from ferminet.system import Atom
 
@@ -38,7 +38,7 @@ def _determinant(system: system_lib.System, electrons: tuple[int, int] | None = 
     sign, log_abs = jnp.ones((), x.dtype), jnp.zeros((), x.dtype)
     for rows, coeff in zip((ao[:n_first], ao[n_first:]), params, strict=True):
       if rows.shape[0]:
-        s, ld = jnp.linalg.slogdet(rows @ coeff)
+        s, ld = linalg.slogdet(rows @ coeff)
         sign, log_abs = sign * s, log_abs + ld
     return sign, log_abs
 
