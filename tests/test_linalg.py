@@ -1,5 +1,6 @@
 """ferminet.linalg: determinants and inverses without batched LAPACK calls on CPU."""
 
+import pathlib
 import re
 
 import jax
@@ -106,3 +107,27 @@ def test_batched_lapack_calls_are_seen(monkeypatch):
   x = jnp.zeros((8, 3 * lih.n_electrons), jax.tree.leaves(params)[0].dtype)
   hlo = jax.jit(jax.vmap(net.log_abs, (None, 0))).lower(params, x).compile().as_text()
   assert _batched_lapack_calls(hlo) == ['f64[8,1,4,4]']
+
+
+def test_no_batched_lapack_in_the_code_or_the_tests():
+  """jnp.linalg's slogdet/det/inv/solve vmapped over walkers are batched LAPACK calls, which
+  hang on jaxlib 0.10 on two cores (see ferminet/linalg.py): a slow S² test built its
+  Hartree–Fock determinants with jnp.linalg.slogdet and hung in lapack_dgetrf_ffi. Only
+  linalg.py, the test above (which shows the calls) and the benchmark that reproduces the
+  hang may use them."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  pattern = re.compile(r'jnp\.linalg\.(slogdet|det|inv|solve|lu)\(')
+  allowed = {
+    root / 'ferminet' / 'linalg.py',
+    root / 'benchmarks' / 'lapack_deadlock.py',  # reproduces the hang on purpose
+    pathlib.Path(__file__).resolve(),
+  }
+  found = [
+    f'{path.relative_to(root)}:{n}'
+    for folder in ('ferminet', 'tests', 'benchmarks', 'examples')
+    for path in sorted((root / folder).rglob('*.py'))
+    if path not in allowed
+    for n, line in enumerate(path.read_text().splitlines(), 1)
+    if pattern.search(line)
+  ]
+  assert not found, f'use ferminet.linalg instead of jnp.linalg at {found}'
