@@ -20,7 +20,7 @@ import pyscf
 from pyscf import gto, scf
 from pyscf.lib import exceptions as pyscf_exceptions
 
-from ferminet import elements, errors
+from ferminet import elements, errors, linalg
 from ferminet.system import System
 
 METHODS = ('rhf', 'uhf', 'rohf')
@@ -314,3 +314,30 @@ def make_orbitals_fn(hf: HartreeFock) -> OrbitalsFn:
     return ao @ jnp.asarray(coeff_alpha, ao.dtype), ao @ jnp.asarray(coeff_beta, ao.dtype)
 
   return orbitals
+
+
+def make_determinant(
+  mol: gto.Mole, n_first: int
+) -> Callable[[tuple[jnp.ndarray, jnp.ndarray], jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray]]:
+  """A Slater determinant of orbitals in ``mol``'s AO basis, as a signed log ψ.
+
+  Returns:
+    ``signed(coeffs, x) -> (sign, log|Φ|)``: x (3N,) bohr with the ``n_first``
+    electrons of the first spin channel first; ``coeffs`` = (C_1 (n_ao, n_first),
+    C_2 (n_ao, N - n_first)) the occupied orbitals of each channel (an empty channel
+    contributes 1), e.g. (``coeff_alpha``, ``coeff_beta``) of :func:`hartree_fock`. The
+    orbitals are arguments, so one compiled function serves every determinant of a
+    molecule. Uses :mod:`ferminet.linalg`, so it is safe to vmap on CPU.
+  """
+  ao_fn = make_ao_fn(mol)
+
+  def signed(coeffs, x):
+    ao = ao_fn(x.reshape(-1, 3))
+    sign, log_abs = jnp.ones((), x.dtype), jnp.zeros((), x.dtype)
+    for rows, coeff in zip((ao[:n_first], ao[n_first:]), coeffs, strict=True):
+      if rows.shape[0]:
+        s, ld = linalg.slogdet(rows @ jnp.asarray(coeff, ao.dtype))
+        sign, log_abs = sign * s, log_abs + ld
+    return sign, log_abs
+
+  return signed

@@ -13,11 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pyscf.scf
 import pytest
-from conftest import tiny_network_cfg
 from pyscf import gto
 
 from ferminet import config as config_lib
-from ferminet import density, hamiltonian, linalg, mcmc, observables, parallel, scf, train
+from ferminet import density, hamiltonian, mcmc, observables, parallel, scf, train
 from ferminet import system as system_lib
 from ferminet.system import Atom
 
@@ -36,19 +35,7 @@ def _hydrogen() -> system_lib.System:
 @functools.cache
 def _determinant(system: system_lib.System, basis: str = 'ccpvdz'):
   """A Slater determinant in ``basis`` as a signed log Φ with params (C_α, C_β)."""
-  ao_fn = scf.make_ao_fn(scf.make_mole(system, basis))
-  n_alpha = system.electrons[0]
-
-  def signed_log_psi(params, x):
-    ao = ao_fn(x.reshape(-1, 3))
-    sign, log_abs = jnp.ones((), x.dtype), jnp.zeros((), x.dtype)
-    for rows, coeff in zip((ao[:n_alpha], ao[n_alpha:]), params, strict=True):
-      if rows.shape[0]:
-        s, ld = linalg.slogdet(rows @ coeff)
-        sign, log_abs = sign * s, log_abs + ld
-    return sign, log_abs
-
-  return signed_log_psi
+  return scf.make_determinant(scf.make_mole(system, basis), system.electrons[0])
 
 
 def _coeffs(hf: scf.HartreeFock):
@@ -320,20 +307,14 @@ def test_file_appends_continues_and_sets_aside(tmp_path):
 
 
 def _tiny_config(save_path, iterations):
-  cfg = config_lib.default()
-  cfg.system.atom = 'Li'
-  cfg.batch_size = 32
-  cfg.network = tiny_network_cfg()
-  cfg.pretrain.iterations = 0
-  cfg.mcmc.burn_in = 5
-  cfg.mcmc.steps = 3
-  cfg.optim.iterations = iterations
-  cfg.optim.optimizer = 'adam'
-  cfg.log.save_path = str(save_path)
-  cfg.debug.deterministic = True
-  cfg.observables.density = True
-  cfg.observables.density_basis = 'sto-3g'
-  return cfg
+  from test_train import tiny_config
+
+  overrides = {
+    'pretrain.iterations': 0,
+    'observables.density': True,
+    'observables.density_basis': 'sto-3g',
+  }
+  return tiny_config(save_path, atom='Li', optimizer='adam', iterations=iterations, **overrides)
 
 
 def test_recorder_writes_each_step_to_the_file(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyscf import gto, scf
 
-from ferminet import ecp, errors, linalg, mcmc
+from ferminet import ecp, errors, mcmc
 from ferminet import scf as scf_lib
 
 
@@ -225,7 +225,6 @@ def test_random_rotations_are_rotations():
 
 def slater_determinant(mol, mf):
   """signed_log_psi of the occupied UHF/ROHF orbitals, x (3N,) with α electrons first."""
-  ao_fn = scf_lib.make_ao_fn(mol)
   n_alpha, n_beta = mol.nelec
   coeff = np.asarray(mf.mo_coeff)
   if coeff.ndim == 2:
@@ -235,14 +234,8 @@ def slater_determinant(mol, mf):
   c_alpha, c_beta = coeff[0][:, occ[0]], coeff[1][:, occ[1]]
   assert c_alpha.shape[1] == n_alpha and c_beta.shape[1] == n_beta
 
-  def signed_log_psi(params, x):
-    del params
-    ao = ao_fn(x.reshape(-1, 3))
-    sign_a, log_a = linalg.slogdet(ao[:n_alpha] @ c_alpha)
-    sign_b, log_b = linalg.slogdet(ao[n_alpha:] @ c_beta)
-    return sign_a * sign_b, log_a + log_b
-
-  return signed_log_psi
+  signed = scf_lib.make_determinant(mol, n_alpha)
+  return lambda params, x: signed((c_alpha, c_beta), x)
 
 
 def pyscf_ecp_energies(mol, mf) -> dict[str, float]:

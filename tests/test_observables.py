@@ -13,7 +13,7 @@ import pyscf.scf
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import errors, linalg, mcmc, networks, observables, scf
+from ferminet import errors, mcmc, networks, observables, scf
 from ferminet import system as system_lib
 from ferminet.system import Atom
 
@@ -30,19 +30,8 @@ def _determinant(system: system_lib.System, electrons: tuple[int, int] | None = 
   (default system.electrons). Orbitals are parameters, so one compiled sampler serves
   every determinant of a molecule (cached: compiling dominates these tests' run time).
   """
-  ao_fn = scf.make_ao_fn(scf.make_mole(system, 'ccpvdz'))
   n_first = (electrons or system.electrons)[0]
-
-  def signed_log_psi(params, x):
-    ao = ao_fn(x.reshape(-1, 3))
-    sign, log_abs = jnp.ones((), x.dtype), jnp.zeros((), x.dtype)
-    for rows, coeff in zip((ao[:n_first], ao[n_first:]), params, strict=True):
-      if rows.shape[0]:
-        s, ld = linalg.slogdet(rows @ coeff)
-        sign, log_abs = sign * s, log_abs + ld
-    return sign, log_abs
-
-  return signed_log_psi
+  return scf.make_determinant(scf.make_mole(system, 'ccpvdz'), n_first)
 
 
 def _coeffs(hf: scf.HartreeFock, swap: bool = False):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ferminet import config as config_lib
-from ferminet import errors, linalg, scf
+from ferminet import errors, scf
 from ferminet import system as system_lib
 from ferminet.utils import system as ref_system
 
@@ -132,17 +132,8 @@ def test_mole_read_in_other_units_is_named():
 
 def _determinant(system, hf):
   """The HF determinant as a signed log ψ of one walker (params unused)."""
-
-  orbitals = scf.make_orbitals_fn(hf)
-  na = system.electrons[0]
-
-  def signed(params, x):
-    a, b = orbitals(x.reshape(-1, 3))
-    sa, la = linalg.slogdet(a[:na])
-    sb, lb = linalg.slogdet(b[na:])
-    return sa * sb, la + lb
-
-  return signed
+  signed = scf.make_determinant(hf.mol, system.electrons[0])
+  return lambda params, x: signed((hf.coeff_alpha, hf.coeff_beta), x)
 
 
 @pytest.fixture(scope='module')
