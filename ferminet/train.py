@@ -147,6 +147,8 @@ def _make_observe(estimators: dict[str, hamiltonian.Estimator], chunk: int) -> A
     return None
 
   def local(params, key, walkers, ids):
+    key = jax.random.fold_in(key, 1)  # the optimizer's key, made the observables' own
+
     def one(args):
       k, x = args
       return {n: jnp.reshape(f(params, k, x), -1) for n, f in estimators.items()}
@@ -785,8 +787,12 @@ def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Ar
   walkers, pmove, width = run.sample(
     state.params, state.walkers, k_mcmc, run.ids, state.width, adapt
   )
+  keys = parallel.same_keys(k_opt)
+  observed = None
+  if run.observe is not None:  # on the walkers and parameters the step's energy is of
+    observed = run.observe(state.params, keys, walkers, run.ids)
   params, opt_state, energy, variance = run.optimizer.step(
-    state.params, state.opt_state, parallel.same_keys(k_opt), loss.Batch(walkers, run.ids)
+    state.params, state.opt_state, keys, loss.Batch(walkers, run.ids)
   )
   new_opt_state = opt_state
   (params, opt_state, walkers, width), ok = run.keep_finite(
@@ -797,9 +803,8 @@ def iteration(run: Run, state: TrainState) -> tuple[TrainState, dict[str, jax.Ar
   if opt_state is not None:
     opt_state = run.optimizer.after_rollback(opt_state, new_opt_state)
   stats = {'energy': energy, 'variance': variance, 'pmove': pmove, 'ok': ok}
-  if run.observe is not None:  # on the walkers and parameters the energy is of
-    key_obs = parallel.same_keys(jax.random.fold_in(k_opt, 1))
-    stats['observables'] = run.observe(state.params, key_obs, walkers, run.ids)
+  if observed is not None:
+    stats['observables'] = observed
   return TrainState(params, opt_state, walkers, width, state.step + 1, key), stats
 
 
