@@ -1,8 +1,9 @@
 """Compatibility between kfac-jax 0.0.8 and newer JAX.
 
 kfac-jax 0.0.8 (its newest release) needs three fixes on newer JAX; each is applied
-only where the installed JAX and kfac-jax need it, and is otherwise a no-op.
-:func:`patch_kfac_jax` applies the second and third (``ferminet.optimizers`` calls
+only where the installed JAX and kfac-jax need it, and is otherwise a no-op. A fourth,
+on every JAX, makes its KFAC step the same program in every process.
+:func:`patch_kfac_jax` applies the second to fourth (``ferminet.optimizers`` calls
 it on import); importing this module applies the first.
 
 1. ``jax.core`` names (jax >= 0.11): :func:`install_jax_core_aliases`
@@ -99,6 +100,22 @@ where jax has merged the classes (``jax.extend.core.ClosedJaxpr is
 jax.extend.core.Jaxpr``) and kfac-jax's own ``ClosedJaxpr(jaxpr=..., consts=...)``
 fails; idempotent. Remove it once a kfac-jax release supports jax >= 0.11
 (kfac-jax 0.0.8 does not).
+
+4. The same program in every process (any jax): :func:`patch_kfac_jax_layer_tag_order`
+--------------------------------------------------------------------------------------
+kfac-jax's ``tracer._layer_tag_vjp`` (the curvature estimate of every KFAC step) takes
+the distinct inputs of all layer tags as ``list(set(v for v in layer_tag_invars ...))``.
+Jaxpr variables hash by identity, so that order, and with it the order of operations in
+the compiled KFAC step, changes from process to process. The results do not (it only
+permutes independent operations), but JAX's persistent compilation cache
+(``debug.compilation_cache``) keys on the program, so the KFAC step, the costliest
+compilation of a run, was compiled again at every launch (measured: every launch of the
+same Li run gave a different key). :func:`patch_kfac_jax_layer_tag_order` sets the module
+global ``set`` of ``tracer`` (found before the builtin) to :func:`ordered_set`: for an
+iterable of jaxpr variables only, the distinct ones in first-seen order (a list; that
+``list(set(...))`` is the only use of ``set`` on variables in ``tracer``); for anything
+else (``tracer``'s sets of parameter indices) the builtin ``set``. Idempotent. Remove it
+once kfac-jax orders these deterministically (0.0.8 does not).
 """
 
 from __future__ import annotations
@@ -222,15 +239,17 @@ def _evaluates_simple_eqn(eval_jaxpr_eqn: Callable[..., list]) -> bool:
 
 
 def patch_kfac_jax() -> tuple[str, ...]:
-  """Applies the kfac-jax fixes this JAX needs (sections 2 and 3 above); idempotent.
+  """Applies the kfac-jax fixes this JAX needs (sections 2 to 4 above); idempotent.
 
-  Returns the names of the active ones (``'eval_jaxpr_eqn'``, ``'closed_jaxpr'``).
+  Returns the names of the active ones (``'eval_jaxpr_eqn'``, ``'closed_jaxpr'``,
+  ``'layer_tag_order'``).
   Call before any kfac-jax optimizer or curvature estimator traces a function
   (``ferminet.optimizers`` does so on import).
   """
   active = {
     'eval_jaxpr_eqn': patch_kfac_jax_eval_eqn(),
     'closed_jaxpr': patch_kfac_jax_closed_jaxpr(),
+    'layer_tag_order': patch_kfac_jax_layer_tag_order(),
   }
   return tuple(name for name, on in active.items() if on)
 
@@ -353,6 +372,23 @@ def patch_kfac_jax_closed_jaxpr() -> bool:
     _kfac_version(),
     jax.__version__,
   )
+  return True
+
+
+def ordered_set(items: Iterable[Any] = ()) -> Any:
+  """``set(items)`` for kfac-jax's tracer: jaxpr variables unique in first-seen order (a
+  list), anything else a builtin set (section 4 above)."""
+  items = list(items)
+  if items and all(isinstance(v, jex.core.Var) for v in items):
+    return list(dict.fromkeys(items))
+  return set(items)
+
+
+def patch_kfac_jax_layer_tag_order() -> bool:
+  """Makes kfac-jax's tracer order layer-tag inputs the same in every process (section 4)."""
+  from kfac_jax._src import tracer
+
+  tracer.set = ordered_set
   return True
 
 

@@ -241,6 +241,38 @@ def summary(cfg) -> list[str]:
   return lines
 
 
+def enable_compilation_cache(cfg: ml_collections.ConfigDict, apply: bool = True) -> str:
+  """Points JAX's persistent compilation cache at ``debug.compilation_cache``.
+
+  Must run before the first compilation of the process. Returns a line for the output
+  (only that with ``apply`` False).
+  """
+  folder = config_lib.compilation_cache_dir(cfg)
+  if folder is None:
+    given = os.environ.get('JAX_COMPILATION_CACHE_DIR')
+    if given is None:
+      return 'compilation cache: off'
+    return f'compilation cache: {given or "off"} (JAX_COMPILATION_CACHE_DIR)'
+  if not apply:
+    return f'compilation cache: {folder}'
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    return f'compilation cache: off ({folder} cannot be created: {e.strerror})'
+  import jax
+
+  jax.config.update('jax_compilation_cache_dir', folder)
+  jax.config.update(
+    'jax_persistent_cache_min_compile_time_secs', config_lib.COMPILATION_CACHE_MIN_SECONDS
+  )
+  bound = ''
+  if importlib.util.find_spec('filelock') is not None:  # JAX needs it to evict entries
+    jax.config.update('jax_compilation_cache_max_size', config_lib.COMPILATION_CACHE_MAX_BYTES)
+  else:
+    bound = ', no size limit without the filelock package'
+  return f'compilation cache: {folder} (off: --config.debug.compilation_cache={bound})'
+
+
 def _main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     if argv[1] in ('True', 'False', 'true', 'false'):
@@ -264,6 +296,9 @@ def _main(argv: Sequence[str]) -> None:
     if _DRY_RUN.value:
       print('\n'.join(summary(cfg)))
       print(f'defaults_differing_from_reference: {"; ".join(differing) or "none"}')
+      print(
+        enable_compilation_cache(cfg, apply=False).replace('compilation cache', 'compilation_cache')
+      )
       print(f'xla_flags: {os.environ.get("XLA_FLAGS", "")!r}', end='')
       print(
         f' (added by ferminet: {" ".join(added)}; off: --config.debug.cpu_xla_flags=False)'
@@ -283,6 +318,7 @@ def _main(argv: Sequence[str]) -> None:
         + '; '.join(differing),
         flush=True,
       )
+    print(enable_compilation_cache(cfg), flush=True)
     from ferminet import train
 
     train.run(cfg)

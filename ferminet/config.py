@@ -48,6 +48,10 @@ HF_METHODS = ('auto', 'rhf', 'uhf', 'rohf')
 # XLA_FLAGS already names them. YNNPACK fusions off: jaxlib 0.10's CPU default fuses dots
 # through YNNPACK, which made the forward Laplacian ~1.5x slower (see README, Speed).
 CPU_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=',)
+# debug.compilation_cache: the most bytes kept (JAX evicts the least recently used entries)
+# and the shortest compilation worth keeping, in seconds.
+COMPILATION_CACHE_MAX_BYTES = 4 * 2**30
+COMPILATION_CACHE_MIN_SECONDS = 0.5
 
 
 class SystemType(enum.IntEnum):
@@ -251,7 +255,12 @@ def default() -> ml_collections.ConfigDict:
       },
       'pretrain': {
         'method': 'hf',
-        'iterations': 1000,
+        'iterations': 1000,  # the most: with tolerance > 0 pretraining may stop sooner
+        # Convergence: after each `window` iterations, pretraining stops once the mean
+        # orbital MSE of the last `window` is less than `tolerance` (relative) below that
+        # of the `window` before. 0: always `iterations` (the reference).
+        'tolerance': 0.0,
+        'window': 100,
         # PySCF basis name. With system.pyscf_mol, the molecule's own basis (when it is
         # one name) replaces it, as in the reference.
         'basis': 'ccpvdz',
@@ -318,6 +327,13 @@ def default() -> ml_collections.ConfigDict:
         # The ferminet command adds config.CPU_XLA_FLAGS to XLA_FLAGS before JAX starts
         # (only flags XLA_FLAGS does not set already; they affect CPU compilation only).
         'cpu_xla_flags': True,
+        # JAX's persistent compilation cache, so a second launch of a similar run skips
+        # most compilation: 'auto' is $XDG_CACHE_HOME/ferminet/jax (else
+        # ~/.cache/ferminet/jax), or a folder; '' off. Set by the ferminet command before
+        # anything compiles; a JAX_COMPILATION_CACHE_DIR in the environment wins (JAX's own
+        # variable; empty: off). Entries are evicted oldest first above
+        # COMPILATION_CACHE_MAX_BYTES. Not in the reference (it compiles at every launch).
+        'compilation_cache': 'auto',
       },
     }
   )
@@ -696,6 +712,10 @@ def check(cfg: ml_collections.ConfigDict) -> None:
       raise errors.ConfigError(f'{key} must be > 0, got {value}')
   if not 0 < cfg.mcmc.target_acceptance < 1:
     raise errors.ConfigError('mcmc.target_acceptance must be between 0 and 1 (default 0.5)')
+  if not cfg.pretrain.tolerance >= 0:
+    raise errors.ConfigError(f'pretrain.tolerance must be >= 0, got {cfg.pretrain.tolerance}')
+  if cfg.pretrain.window < 1:
+    raise errors.ConfigError(f'pretrain.window must be >= 1, got {cfg.pretrain.window}')
   if not 0 <= cfg.pretrain.scf_fraction <= 1:
     raise errors.ConfigError('pretrain.scf_fraction must be between 0 and 1')
   if cfg.mcmc.adapt_frequency <= 0:
@@ -988,3 +1008,19 @@ def apply_cpu_xla_flags(environ: dict[str, str] | None = None) -> list[str]:
   if added:
     environ['XLA_FLAGS'] = ' '.join([current, *added]).strip()
   return added
+
+
+def compilation_cache_dir(cfg: ml_collections.ConfigDict, environ=None) -> str | None:
+  """The folder of JAX's persistent compilation cache for ``debug.compilation_cache``.
+
+  None: leave JAX as it is (JAX_COMPILATION_CACHE_DIR is set, which JAX reads itself, or
+  the key is ''). 'auto' is $XDG_CACHE_HOME/ferminet/jax, else ~/.cache/ferminet/jax.
+  """
+  environ = os.environ if environ is None else environ
+  value = cfg.debug.compilation_cache
+  if 'JAX_COMPILATION_CACHE_DIR' in environ or not value:
+    return None
+  if value == 'auto':
+    base = environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(base, 'ferminet', 'jax')
+  return os.path.expanduser(str(value))

@@ -25,6 +25,8 @@ from ferminet.system import System
 
 METHODS = ('rhf', 'uhf', 'rohf')
 MAX_L = 6  # highest angular momentum (i functions) that ao_values handles.
+# Decimals the occupied MO coefficients are rounded to in make_orbitals_fn (see there).
+COEFF_DECIMALS = 12
 # libcint folds the s and p normalisation sqrt((2l+1)/4pi) into the Cartesian values.
 _FAC_SP = {0: 1.0 / np.sqrt(4.0 * np.pi), 1: np.sqrt(3.0 / (4.0 * np.pi))}
 
@@ -307,7 +309,12 @@ def make_orbitals_fn(hf: HartreeFock) -> OrbitalsFn:
     shapes (n, n_alpha) and (n, n_beta); jit-, vmap- and grad-compatible.
   """
   ao_fn = make_ao_fn(hf.mol)
-  coeff_alpha, coeff_beta = np.asarray(hf.coeff_alpha), np.asarray(hf.coeff_beta)
+  # Constants of the compiled pretraining step: rounded so that the round-off of PySCF's
+  # threaded linear algebra (about 1e-16, different at each launch) does not change the
+  # program, which JAX's persistent compilation cache keys on.
+  coeff_alpha, coeff_beta = (
+    np.round(np.asarray(c, np.float64), COEFF_DECIMALS) for c in (hf.coeff_alpha, hf.coeff_beta)
+  )
 
   def orbitals(positions: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     ao = ao_fn(positions)

@@ -747,6 +747,7 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
   opt_state = init_opt(state.params)
   params, walkers, width, key = state.params, state.walkers, state.width, state.key
   progress = writers.Progress('pretrain', cfg.pretrain.iterations, enabled=parallel.is_main())
+  converged = Converged(cfg.pretrain.tolerance, cfg.pretrain.window)
   for i in range(cfg.pretrain.iterations):
     _check_stop(run, 'pretraining')
     key, sub = jax.random.split(key)
@@ -754,9 +755,43 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
       params, opt_state, walkers, sub, run.ids, width
     )
     run.watchdog.track(f'pretraining step {i + 1}', fit)
-    if progress.due(i + 1):  # the only host synchronisation
+    if progress.due(i + 1):  # a host synchronisation, as is each window's check
       progress.update(i + 1, f'orbital MSE {float(fit[0]):.3e} | pmove {float(pmove[0]):.2f}')
+    if converged.add(fit):
+      say(f'pretraining converged after {i + 1} iterations: {converged.message}')
+      break
   return state._replace(params=params, walkers=walkers, width=width, key=key)
+
+
+class Converged:
+  """``pretrain.tolerance``: whether the mean of the last ``window`` values (the orbital
+  MSE, (devices,) arrays, the same on every device and process) is less than ``tolerance``
+  (relative) below the mean of the ``window`` before. Checked once per window, with one
+  transfer from the device; never with ``tolerance`` 0."""
+
+  def __init__(self, tolerance: float, window: int):
+    self.tolerance, self.window = tolerance, window
+    self.values: list[jax.Array] = []
+    self.previous: float | None = None
+    self.message = ''
+
+  def add(self, value: jax.Array) -> bool:
+    if self.tolerance <= 0:
+      return False
+    self.values.append(value[0])
+    if len(self.values) < self.window:
+      return False
+    mean = float(jnp.mean(jnp.stack(self.values)))
+    self.values = []
+    previous, self.previous = self.previous, mean
+    if previous is None:
+      return False
+    drop = (previous - mean) / previous
+    self.message = (
+      f'mean orbital MSE {mean:.3e} over the last {self.window}, {100 * drop:.1f}% below the '
+      f'{self.window} before (pretrain.tolerance {self.tolerance:g})'
+    )
+    return drop < self.tolerance
 
 
 def burn_in(run: Run, state: TrainState, iterations: int) -> TrainState:

@@ -201,7 +201,8 @@ def test_closed_jaxpr_patch_matches_this_jax_and_is_idempotent():
   stand_in = tracer.jex
   assert _compat.patch_kfac_jax_closed_jaxpr() is active
   both = {'eval_jaxpr_eqn': _compat.patch_kfac_jax_eval_eqn(), 'closed_jaxpr': active}
-  assert _compat.patch_kfac_jax() == tuple(name for name, on in both.items() if on)
+  expected = tuple(name for name, on in both.items() if on) + ('layer_tag_order',)
+  assert _compat.patch_kfac_jax() == expected
   assert tracer.jex is stand_in  # not wrapped again
   if kfac_jax.__version__ == '0.0.8':
     assert active == _compat.jax_merged_closed_jaxpr() == (jax.__version_info__ >= (0, 11))
@@ -318,3 +319,19 @@ def test_kfac_registers_dense_layer_and_steps():
   )
   assert float(stats['loss']) == pytest.approx(before, rel=1e-12)
   assert float(loss(new_params, batch)) < before
+
+
+@pytest.mark.compat
+def test_layer_tag_inputs_in_the_same_order_in_every_process():
+  """kfac-jax's tracer dedups jaxpr variables (hashed by identity) with set(): patched to
+  first-seen order, so the KFAC step is the same program at every launch; its other sets
+  (of integers) stay sets. End to end: tests/test_cli_errors.py, a second launch compiles
+  nothing the first did (slow)."""
+  import inspect
+
+  assert _compat.patch_kfac_jax_layer_tag_order() and tracer.set is _compat.ordered_set
+  source = inspect.getsource(tracer)
+  assert source.count('list(set(v for v in layer_tag_invars') == 1  # the use it is for
+  a, b = (jax.extend.core.Var(jax.core.ShapedArray((2,), jnp.float32)) for _ in range(2))
+  assert _compat.ordered_set(iter([b, a, b, a])) == [b, a]
+  assert _compat.ordered_set(range(3)) == {0, 1, 2} and isinstance(_compat.ordered_set(), set)

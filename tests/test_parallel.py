@@ -124,7 +124,6 @@ def one_device(tmp_path_factory):
   kfac = train.train(tiny_config(path / 'kfac', iterations=ITERATIONS, **FREE_KFAC))
   adam = train.train(tiny_config(path / 'adam', optimizer='adam', iterations=4))
   gradient = raw_gradient(tiny_config(path / 'gradient', **CLIPPED))
-  train.train(tiny_config(path / 'estimators', optimizer='adam', iterations=3, **ESTIMATORS))
   return kfac, adam, path, gradient
 
 
@@ -140,7 +139,6 @@ def two_devices(tmp_path_factory, one_device):
     _job(path / 'from_one', iterations=ITERATIONS + 2, restore=restore),
     _job(path / 'none', 'none', 3, restore=restore),
     _job(path / 'gradient', gradient=True),
-    _job(path / 'estimators', 'adam', 3, extra=ESTIMATORS),
   ]
   energies, _, stderr = _finish(_launch(jobs, devices=2))
   return energies, path, stderr
@@ -149,7 +147,7 @@ def two_devices(tmp_path_factory, one_device):
 @pytest.mark.compat
 def test_two_devices_sample_and_optimize_like_one(one_device, two_devices):
   kfac, adam, _, gradient = one_device
-  (kfac2, adam2, _, _, gradient2, _), path, _ = two_devices
+  (kfac2, adam2, _, _, gradient2), path, _ = two_devices
   np.testing.assert_allclose(adam2, adam.energies, rtol=1e-8)  # Adam: identical to round-off
   np.testing.assert_allclose(kfac2, kfac.energies, rtol=1e-8)  # KFAC too
   # The gradient itself (per-device medians made it differ by ~5% here).
@@ -158,22 +156,24 @@ def test_two_devices_sample_and_optimize_like_one(one_device, two_devices):
   np.testing.assert_allclose(csv, kfac2, rtol=1e-9)  # 10 digits in the CSV
 
 
-def test_estimators_do_not_depend_on_the_device_layout(one_device, two_devices):
+@pytest.mark.slow
+def test_estimators_do_not_depend_on_the_device_layout(tmp_path):
   """The ECP's random rotations and the observables come from global walker indices: every
   column of the statistics file and the density matrices are the same on 1 and 2 devices (to
   the round-off of means)."""
+  roots = tmp_path / 'one', tmp_path / 'two'
+  train.train(tiny_config(roots[0] / 'estimators', optimizer='adam', iterations=3, **ESTIMATORS))
+  _finish(_launch([_job(roots[1] / 'estimators', 'adam', 3, extra=ESTIMATORS)], devices=2))
   rows = [
     list(csv.DictReader(open(root / 'estimators' / 'train_stats.csv', newline='')))
-    for root in (one_device[2], two_devices[1])
+    for root in roots
   ]
   columns = ('energy', 'variance', 's2', 'mu_z', 'dipole_x', 'dipole_debye')
   assert set(columns) <= set(rows[0][0]) and len(rows[0]) == len(rows[1]) == 3
   for column in columns:
     one, two = ([float(r[column]) for r in file] for file in rows)
     np.testing.assert_allclose(two, one, rtol=1e-7, atol=1e-9, err_msg=column)
-  one, two = (
-    np.load(root / 'estimators' / 'density_matrix.npy') for root in (one_device[2], two_devices[1])
-  )
+  one, two = (np.load(root / 'estimators' / 'density_matrix.npy') for root in roots)
   assert one.shape == (3, 2, 9, 9)  # Mg in STO-3G: 9 functions
   np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-9)
 

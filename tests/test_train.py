@@ -279,7 +279,7 @@ def test_summary_warns_when_the_energy_still_falls(tmp_path, capsys, monkeypatch
   assert 'warning' not in capsys.readouterr().out
 
 
-def test_pretraining_fits_hartree_fock(tmp_path):
+def test_pretraining_fits_hartree_fock(tmp_path, capsys):
   """Pretraining lowers the orbital error; the pretrained VMC energy is near HF."""
   cfg = tiny_config(
     tmp_path,
@@ -305,6 +305,25 @@ def test_pretraining_fits_hartree_fock(tmp_path):
   result = train.train(cfg)
   assert abs(result.energy - hf.energy) < 0.02 + 3 * result.stderr, (result, hf.energy)
   assert result.energy > result.reference - 3 * result.stderr
+  # pretrain.tolerance: the same pretraining stops at the end of a window once its mean MSE
+  # is less than 50% below the window before (fresh parameters: within 300 iterations).
+  run.cfg.pretrain.update({'tolerance': 0.5, 'window': 20})
+  capsys.readouterr()
+  train.run_pretrain(run, state)
+  line = next(x for x in capsys.readouterr().out.splitlines() if 'converged after' in x)
+  done = int(line.split('converged after ')[1].split()[0])
+  assert done % 20 == 0 and 40 <= done < 300, line
+
+
+def test_pretraining_convergence_rule():
+  """Window means 1, 0.5, 0.45: a 50% then a 10% drop; tolerance 0.2 stops at the third."""
+  rule = train.Converged(0.2, 4)
+  values = [1.0] * 4 + [0.5] * 4 + [0.45] * 4
+  stops = [rule.add(jax.numpy.full((1,), v)) for v in values]
+  assert stops == [False] * 11 + [True]
+  assert '10.0% below the 4 before' in rule.message
+  never = train.Converged(0.0, 1)
+  assert not any(never.add(jax.numpy.full((1,), v)) for v in values)
 
 
 def test_new_seed_per_run_is_recorded(tmp_path):
@@ -345,7 +364,7 @@ def test_observables_in_training_inference_and_analysis(tmp_path, capsys):
   from ferminet import analyze_cli, observables
 
   obs = {'observables.s2': True, 'observables.dipole': True}
-  train.train(tiny_config(tmp_path, atom='Li', iterations=3, **obs))
+  train.train(tiny_config(tmp_path, atom='Li', iterations=3, **obs, **{'pretrain.iterations': 0}))
   train.train(tiny_config(tmp_path, atom='Li', optimizer='none', iterations=2, **obs))
   added = ('s2', 'mu_x', 'mu_y', 'mu_z', 'dipole_x', 'dipole_y', 'dipole_z', 'dipole_debye')
   for name, steps in (('train_stats.csv', 3), ('inference_stats.csv', 2)):
