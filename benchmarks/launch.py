@@ -14,6 +14,7 @@ import datetime
 import json
 import pathlib
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -44,9 +45,19 @@ class Launch:
     return next((t for t, line in reversed(self.lines) if line.startswith(prefix)), None)
 
 
-def run_cli(args: list[str], run_dir: pathlib.Path, poll_s: float = 0.2) -> Launch:
+def run_cli(
+  args: list[str],
+  run_dir: pathlib.Path,
+  poll_s: float = 0.2,
+  stop_when=None,
+  env: dict | None = None,
+) -> Launch:
   """Runs ``python -m ferminet.cli ARGS``; its output, each line with its time from
   launch, goes to ``run_dir/../<name>.log``.
+
+  ``stop_when(energies)``, given the energies of the rows seen so far ((rows,) Ha), may
+  end the run early: once it returns True the run gets SIGTERM (it saves and exits 143,
+  which then counts as success). ``env``: the run's environment (default this one's).
 
   Raises:
     RuntimeError: the run failed (the log's last lines are in the message).
@@ -64,29 +75,40 @@ def run_cli(args: list[str], run_dir: pathlib.Path, poll_s: float = 0.2) -> Laun
     stderr=subprocess.STDOUT,
     text=True,
     bufsize=1,
+    env=env,
   )
   reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines, start, log))
   reader.start()
+  stopped = False
+  checked = 0
   while proc.poll() is None:
     time.sleep(poll_s)
     _count_rows(csv, seen, time.monotonic() - start)
+    if stop_when is not None and not stopped and len(seen) > checked:
+      checked = len(seen)
+      if stop_when(_read_rows(csv)[1]):
+        proc.send_signal(signal.SIGTERM)
+        stopped = True
   wall = time.monotonic() - start
   reader.join()
   _count_rows(csv, seen, wall)
-  if proc.returncode != 0:
+  if proc.returncode != 0 and not (stopped and proc.returncode == 128 + signal.SIGTERM):
     tail = '\n'.join(log.read_text().splitlines()[-15:])
     raise RuntimeError(f'ferminet exited with {proc.returncode}; {log}:\n{tail}')
-  rows = [line.split(',') for line in csv.read_text().splitlines()]
+  steps, energy, variance = _read_rows(csv)
+  return Launch(run_dir, wall, steps, energy, variance, np.array(seen[: steps.size]), lines)
+
+
+def _read_rows(csv: pathlib.Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(steps, energies, variances) of the complete rows of a train_stats.csv."""
+  text = csv.read_text()
+  rows = [line.split(',') for line in text[: text.rfind('\n') + 1].splitlines()]
   header, rows = rows[0], rows[1:]
   col = {name: header.index(name) for name in ('step', 'energy', 'variance')}
-  return Launch(
-    run_dir,
-    wall,
-    np.array([int(r[col['step']]) for r in rows]),
+  return (
+    np.array([int(r[col['step']]) for r in rows], dtype=int),
     np.array([float(r[col['energy']]) for r in rows]),
     np.array([float(r[col['variance']]) for r in rows]),
-    np.array(seen[: len(rows)]),
-    lines,
   )
 
 

@@ -4,6 +4,7 @@
     python benchmarks/time_to_accuracy.py --quick          # li only, 300 iterations
     python benchmarks/time_to_accuracy.py --cases li,be --optimizers kfac,spring --seeds 1,2
     python benchmarks/time_to_accuracy.py --cases li --set optim.lr.rate=0.1 --tag lr0.1
+    python benchmarks/time_to_accuracy.py --cases li --cache warm   # a second launch
 
 Each run is the ``ferminet`` command line, launched as a user would (a fresh process:
 imports, Hartree–Fock, pretraining, compilation, burn-in, training). The wall time at which
@@ -13,7 +14,11 @@ mean of the energy first came within 5, 2 and 1.6 mHa of the exact energy
 (``ferminet/data/energies.csv``), and where the time before the first VMC iteration went:
 start-up (Python, imports, config), Hartree–Fock, pretraining (with its compilation),
 burn-in (with the sampler's compilation), and the first VMC iteration (compiling the
-optimizer step). Cases:
+optimizer step). Each run starts with an empty compilation cache of its own (``--cache
+cold``, as the first launch after an install), or one filled by an untimed two-iteration
+launch of the same run (``--cache warm``, as every later launch), or none (``--cache
+off``). A run is stopped once its trailing mean is within 1.6 mHa (``--full``: all its
+iterations). Cases:
 
 | case | system | network | batch |
 |---|---|---|---|
@@ -32,9 +37,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import launch  # noqa: E402
@@ -113,9 +120,24 @@ def reached(run: launch.Launch, exact: float) -> dict:
   return out
 
 
-def run_case(case: str, optimizer: str, seed: int, quick: bool, extra: dict, workdir):
+def run_case(
+  case: str,
+  optimizer: str,
+  seed: int,
+  quick: bool,
+  extra: dict,
+  workdir: pathlib.Path,
+  cache: str = 'cold',
+  full: bool = False,
+  max_seconds: float | None = None,
+) -> dict:
+  """One launch of ``case``; ``cache``: 'cold' (an empty compilation cache, as a fresh
+  install's first run), 'warm' (the cache of an untimed 2-iteration launch of the same
+  run, as every later launch), 'off' (none). Unless ``full``, the run is stopped once its
+  trailing mean is within the smallest threshold; and after ``max_seconds`` from launch."""
   config, settings, iterations, quick_iterations = CASES[case]
-  run_dir = workdir / f'{case}_{optimizer}_seed{seed}'
+  name = f'{case}_{optimizer}_seed{seed}'
+  run_dir = workdir / name
   flags = {
     'batch_size': BATCH,
     **settings,
@@ -126,18 +148,37 @@ def run_case(case: str, optimizer: str, seed: int, quick: bool, extra: dict, wor
     'log.save_path': run_dir,
     **extra,
   }
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  if cache == 'off':
+    env['JAX_COMPILATION_CACHE_DIR'] = ''
+  else:
+    flags['debug.compilation_cache'] = workdir / f'cache_{name}'
   args = ['--config', config, *(f'--config.{k}={v}' for k, v in flags.items())]
-  run = launch.run_cli(args, run_dir)
-  cfg = json.loads((run_dir / 'config.json').read_text())
-  ref = analysis.reference(cfg['system']['name'], cfg['system']['electrons'])
-  if ref is None:
-    raise RuntimeError(f'no exact energy for {cfg["system"]["name"]!r}')
+  if cache == 'warm':
+    warm = {**flags, 'optim.iterations': 2, 'log.save_path': workdir / f'{name}_warmup'}
+    warm_args = ['--config', config, *(f'--config.{k}={v}' for k, v in warm.items())]
+    launch.run_cli(warm_args, workdir / f'{name}_warmup', env=env)
+  smallest = min(THRESHOLDS_MHA) / 1000
+
+  start = time.monotonic()
+
+  def done(energy):  # config.json is written before the first row
+    if max_seconds is not None and time.monotonic() - start > max_seconds:
+      return True
+    if full:
+      return False
+    exact = _reference(run_dir).energy
+    return launch.first_where(energy, WINDOW, lambda mean: mean - exact <= smallest) is not None
+
+  run = launch.run_cli(args, run_dir, stop_when=done, env=env)
+  ref = _reference(run_dir)
   last = analysis.reblock(run.energy[run.energy.size // 2 :])
   return {
     'case': case,
     'optimizer': optimizer,
     'seed': seed,
-    'system': cfg['system']['name'],
+    'compilation_cache': cache,
+    'system': ref.system,
     'exact_Ha': ref.energy,
     'exact_source': ref.method,
     'iterations': int(run.steps[-1]) + 1,
@@ -148,6 +189,15 @@ def run_case(case: str, optimizer: str, seed: int, quick: bool, extra: dict, wor
     'second_half_error_mHa': 1000 * (last.mean - ref.energy),
     'second_half_stderr_mHa': 1000 * last.stderr,
   }
+
+
+def _reference(run_dir: pathlib.Path) -> analysis.Reference:
+  """The exact energy of the run's system (ferminet/data/energies.csv)."""
+  cfg = json.loads((run_dir / 'config.json').read_text())
+  ref = analysis.reference(cfg['system']['name'], cfg['system']['electrons'])
+  if ref is None:
+    raise RuntimeError(f'no exact energy for {cfg["system"]["name"]!r}')
+  return ref
 
 
 def _seconds_per_iteration(run: launch.Launch) -> float | None:
@@ -168,6 +218,19 @@ def main() -> None:
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
   parser.add_argument('--tag', default='', help='suffix of the result file')
   parser.add_argument('--workdir', type=pathlib.Path, help='keep the runs here')
+  parser.add_argument(
+    '--cache',
+    default='cold',
+    choices=('cold', 'warm', 'off'),
+    help='compilation cache: cold (empty, a first launch), warm (filled by an untimed '
+    'launch of the same run), off',
+  )
+  parser.add_argument(
+    '--full', action='store_true', help='run every iteration (default: stop at 1.6 mHa)'
+  )
+  parser.add_argument(
+    '--max-seconds', type=float, help='stop each run this long after its launch (timed part)'
+  )
   args = parser.parse_args()
   cases = (args.cases or ('li' if args.quick else 'li,be,lih')).split(',')
   unknown = set(cases) - set(CASES)
@@ -180,7 +243,9 @@ def main() -> None:
   for case in cases:
     for optimizer in args.optimizers.split(','):
       for seed in (int(s) for s in args.seeds.split(',')):
-        r = run_case(case, optimizer, seed, args.quick, extra, workdir)
+        r = run_case(
+          case, optimizer, seed, args.quick, extra, workdir, args.cache, args.full, args.max_seconds
+        )
         results.append(r)
         w = r['within_mHa']
         print(
@@ -219,7 +284,14 @@ def main() -> None:
     )
   tag = f'_{args.tag}' if args.tag else ('_quick' if args.quick else '')
   payload = {
-    'settings': {'quick': args.quick, 'set': extra, 'window': WINDOW},
+    'settings': {
+      'quick': args.quick,
+      'set': extra,
+      'window': WINDOW,
+      'compilation_cache': args.cache,
+      'stopped_at_smallest_threshold': not args.full,
+      'max_seconds': args.max_seconds,
+    },
     'results': results,
     'suffix': tag,
   }
