@@ -122,7 +122,7 @@ def n2_sampled():
   return system, params, walkers
 
 
-@pytest.mark.parametrize('dtype', [jnp.float32, jnp.float64])
+@pytest.mark.parametrize('dtype', [pytest.param(jnp.float32, marks=pytest.mark.slow), jnp.float64])
 def test_forward_matches_hessian_at_n2_size(n2_sampled, dtype):
   """Local energies of 14 electrons: forward and folx equal hessian, in float32 and float64.
 

@@ -120,6 +120,7 @@ def test_restore_continues_csv(kfac_run, straight_run):
   _assert_same_run(path, result, straight_run)
 
 
+@pytest.mark.slow  # about 20 s; the CLI's SIGTERM test stays in the default run
 def test_sigterm_saves_then_resume_is_exact(straight_run, tmp_path, monkeypatch):
   before = signal.getsignal(signal.SIGTERM)
   iteration = train.iteration
@@ -279,7 +280,7 @@ def test_summary_warns_when_the_energy_still_falls(tmp_path, capsys, monkeypatch
   assert 'warning' not in capsys.readouterr().out
 
 
-def test_pretraining_fits_hartree_fock(tmp_path, capsys):
+def test_pretraining_fits_hartree_fock(tmp_path):
   """Pretraining lowers the orbital error; the pretrained VMC energy is near HF."""
   cfg = tiny_config(
     tmp_path,
@@ -305,11 +306,17 @@ def test_pretraining_fits_hartree_fock(tmp_path, capsys):
   result = train.train(cfg)
   assert abs(result.energy - hf.energy) < 0.02 + 3 * result.stderr, (result, hf.energy)
   assert result.energy > result.reference - 3 * result.stderr
-  # pretrain.tolerance: the same pretraining stops at the end of a window once its mean MSE
-  # is less than 50% below the window before (fresh parameters: within 300 iterations).
-  run.cfg.pretrain.update({'tolerance': 0.5, 'window': 20})
+
+
+@pytest.mark.slow
+def test_pretraining_stops_once_converged(tmp_path, capsys):
+  """pretrain.tolerance: He pretraining stops at the end of a window once its mean MSE is
+  less than 50% below the window before (fresh parameters: well within 300 iterations)."""
+  extra = {'pretrain.iterations': 300, 'pretrain.lr': 3e-2, 'batch_size': 256}
+  extra.update({'pretrain.tolerance': 0.5, 'pretrain.window': 20})
+  run = train.setup(tiny_config(tmp_path, atom='He', **extra))
   capsys.readouterr()
-  train.run_pretrain(run, state)
+  train.run_pretrain(run, train.fresh_state(run))
   line = next(x for x in capsys.readouterr().out.splitlines() if 'converged after' in x)
   done = int(line.split('converged after ')[1].split()[0])
   assert done % 20 == 0 and 40 <= done < 300, line
@@ -358,6 +365,7 @@ def test_rollback_checks_what_save_checks():
   assert np.asarray(ok).all() and float(kept[1]['mu'][0, 0]) == 2.0
 
 
+@pytest.mark.slow  # about 25 s; the estimators themselves: tests/test_observables.py
 def test_observables_in_training_inference_and_analysis(tmp_path, capsys):
   """observables.s2 and .dipole add their columns to both statistics files (training and an
   inference run continuing from it), and ferminet-analyze reblocks them."""
