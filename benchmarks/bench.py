@@ -15,7 +15,7 @@ default network (cfg.network) and float32. Figures per case:
   process;
 - ``local_energy_per_s_*``: local-energy evaluations per second (jitted, over a
   batch, in the chunks training uses: ``local_energy_chunk_*``, 0 = all at once)
-  for ``forward`` (the FermiNet's own forward Laplacian, ``ferminet/fwdlap.py``),
+  for ``forward`` (the network's own forward Laplacian, the ``ops.Stacks`` view),
   ``hessian`` and, in full runs, ``folx`` (folx's generic forward Laplacian): the
   median of 5 timings (3 with --quick), taken in turns;
 - ``peak_memory_mb``: peak device memory (GPU) or peak resident memory of the
@@ -101,7 +101,7 @@ def _local_energy_rates(system, batch, laplacians, network, repeats=5):
   """
   import jax
 
-  from ferminet import config, fwdlap, hamiltonian, mcmc, networks, train
+  from ferminet import config, hamiltonian, mcmc, networks, train
 
   fns, chunks = {}, {}
   for laplacian in laplacians:
@@ -113,7 +113,7 @@ def _local_energy_rates(system, batch, laplacians, network, repeats=5):
       sys_,
       laplacian,
       cfg.optim.forward_laplacian_sparsity,
-      fwdlap.make(cfg.network, sys_),  # as train.setup
+      net.laplacian,  # as train.setup
       signed=net.apply,
     )
     chunks[laplacian] = train.local_energy_chunk(cfg, sys_)  # as training evaluates them

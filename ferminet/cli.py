@@ -229,6 +229,7 @@ def summary(cfg) -> list[str]:
       f'effective_charges: {system.charges.tolist()}',
     ]
   lines += [
+    f'ansatz: {networks.describe(cfg.network)}',
     f'parameters: {n_params}',
     f'processes: {jax.process_count()}',
     f'devices: {n_dev} ({jax.devices()[0].platform})',

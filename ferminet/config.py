@@ -42,7 +42,10 @@ NOT_STARTED_FROM = {'path': '', 'step': -1, 'system': ''}
 LAPLACIANS = ('forward', 'folx', 'hessian')
 # Other names of a Laplacian, as the reference spells them; resolve() replaces them.
 LAPLACIAN_ALIASES = {'default': 'hessian'}  # the reference's exact loop over 3N directions
-ENVELOPES = ('isotropic', 'diagonal', 'full')
+ENVELOPES = ('isotropic', 'diagonal', 'full', 'null', 'bottleneck', 'sto')
+NETWORK_TYPES = ('ferminet', 'psiformer')
+# 'default': none for the FermiNet, simple_ee for the Psiformer (as the reference)
+JASTROWS = ('default', 'none', 'simple_ee')
 HF_METHODS = ('auto', 'rhf', 'uhf', 'rohf')
 # XLA CPU options the ``ferminet`` command adds to XLA_FLAGS (debug.cpu_xla_flags) unless
 # XLA_FLAGS already names them. YNNPACK fusions off: jaxlib 0.10's CPU default fuses dots
@@ -128,7 +131,9 @@ def default() -> ml_collections.ConfigDict:
         'network_type': 'ferminet',
         'determinants': 16,
         'full_det': True,
-        'envelope_type': 'isotropic',  # isotropic | diagonal | full
+        # isotropic | diagonal | full | null | bottleneck | sto (networks/envelopes.py)
+        'envelope_type': 'isotropic',
+        'num_envelopes': 16,  # bottleneck only: isotropic envelopes shared by all orbitals
         'bias_orbitals': False,
         'ferminet': {
           # (one-electron width, two-electron width) per layer.
@@ -138,16 +143,19 @@ def default() -> ml_collections.ConfigDict:
           # so its checkpoints and hyperparameters carry over. False: this package's layers
           # before version 0.2 (h + tanh(z), r_ii = sqrt(3)), to continue their checkpoints.
           'reference_layers': True,
-          # Reference keys accepted at their default only (see REFERENCE_ONLY):
+          # The last layer updates the pair stream too, and the orbitals see the
+          # last layer's [h_i, spin means of h_j and of h_ij].
           'use_last_layer': False,
+          # Separate pair-stream weights for same-spin and opposite-spin pairs.
           'separate_spin_channels': False,
+          # Reference keys accepted at their default only (see REFERENCE_ONLY):
           'schnet_electron_electron_convolutions': (),
           'electron_nuclear_aux_dims': (),
           'nuclear_embedding_dim': 0,
           'schnet_electron_nuclear_convolutions': (),
         },
-        # Reference keys accepted at their default only (see REFERENCE_ONLY):
-        'complex': False,
+        # The Psiformer's settings (network_type 'psiformer'): attention layers,
+        # heads of heads_dim, the MLP after each, post-layer-norm.
         'psiformer': {
           'num_layers': 4,
           'num_heads': 4,
@@ -155,8 +163,12 @@ def default() -> ml_collections.ConfigDict:
           'mlp_hidden_dims': (256,),
           'use_layer_norm': True,
         },
-        'jastrow': 'default',  # 'none' too: the FermiNet's default is no Jastrow factor
+        # default (none for the FermiNet, simple_ee for the Psiformer) | none | simple_ee
+        'jastrow': 'default',
+        # Input features (log(1 + r), d·log(1 + r)/r) instead of (r, d).
         'rescale_inputs': False,
+        # Reference keys accepted at their default only (see REFERENCE_ONLY):
+        'complex': False,
         'make_feature_layer_fn': '',
         'make_feature_layer_kwargs': {},
         'make_envelope_fn': '',
@@ -371,7 +383,6 @@ class ReferenceOnly:
     )
 
 
-_PSIFORMER = 'the Psiformer ansatz'
 _EXCITED = 'excited states'
 _NO_HMC = 'the reference does not use its HMC options either (it samples with Metropolis moves)'
 _LOG_NOT_FUNCTIONAL = 'the reference marks this logging option as not functional'
@@ -392,21 +403,11 @@ REFERENCE_ONLY = tuple(
     ('pretrain.excitation_type', ('ordered',), f'{_EXCITED} (their pretraining)'),
     ('mcmc.scale_by_nuclear_distance', (False,), 'MCMC moves scaled by the nuclear distance'),
     ('mcmc.blocks', (1,), 'MCMC moves of blocks of electrons'),
-    ('network.network_type', ('ferminet',), f"{_PSIFORMER} (network_type 'psiformer')"),
     ('network.complex', (False,), 'complex-valued wavefunctions'),
-    ('network.ferminet.use_last_layer', (False,), 'the two-electron stream in the last layer'),
-    ('network.ferminet.separate_spin_channels', (False,), 'separate same/opposite-spin weights'),
     ('network.ferminet.schnet_electron_electron_convolutions', ((),), 'SchNet convolutions'),
     ('network.ferminet.electron_nuclear_aux_dims', ((),), 'an electron-nuclear stream'),
     ('network.ferminet.nuclear_embedding_dim', (0,), 'SchNet convolutions'),
     ('network.ferminet.schnet_electron_nuclear_convolutions', ((),), 'SchNet convolutions'),
-    ('network.psiformer.num_layers', (4,), _PSIFORMER),
-    ('network.psiformer.num_heads', (4,), _PSIFORMER),
-    ('network.psiformer.heads_dim', (64,), _PSIFORMER),
-    ('network.psiformer.mlp_hidden_dims', ((256,),), _PSIFORMER),
-    ('network.psiformer.use_layer_norm', (True,), _PSIFORMER),
-    ('network.jastrow', ('default', 'none'), "Jastrow factors (network.jastrow 'simple_ee')"),
-    ('network.rescale_inputs', (False,), 'log-rescaled network inputs'),
     ('network.make_feature_layer_fn', ('',), 'custom feature layers'),
     ('network.make_feature_layer_kwargs', ({},), 'custom feature layers'),
     ('network.make_envelope_fn', ('',), 'custom envelopes'),
@@ -680,6 +681,8 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   _check_choice('optim.optimizer', cfg.optim.optimizer, OPTIMIZERS)
   _check_choice('optim.laplacian', cfg.optim.laplacian, (*LAPLACIANS, *LAPLACIAN_ALIASES))
   _check_choice('network.envelope_type', cfg.network.envelope_type, ENVELOPES)
+  _check_choice('network.network_type', cfg.network.network_type, NETWORK_TYPES)
+  _check_choice('network.jastrow', cfg.network.jastrow, JASTROWS)
   _check_choice('pretrain.hf_method', cfg.pretrain.hf_method, HF_METHODS)
   _check_choice('pretrain.method', cfg.pretrain.method, ('hf',))
   if not cfg.pretrain.basis:
@@ -764,6 +767,28 @@ def check(cfg: ml_collections.ConfigDict) -> None:
       'network.ferminet.hidden_dims must be a non-empty tuple of (one, two) '
       'positive widths, e.g. "((256, 32), (256, 32))"'
     )
+  _check_network(cfg.network)
+
+
+def _check_network(net: ml_collections.ConfigDict) -> None:
+  """Combinations of network settings that cannot be built."""
+  if net.num_envelopes < 1:
+    raise errors.ConfigError(f'network.num_envelopes must be >= 1, got {net.num_envelopes}')
+  if net.envelope_type == 'sto' and net.bias_orbitals:
+    raise errors.ConfigError(
+      "network.envelope_type 'sto' multiplies the features before the orbital layer: "
+      'it cannot be combined with network.bias_orbitals (as in the reference)'
+    )
+  if net.network_type == 'psiformer':
+    p = net.psiformer
+    if net.envelope_type == 'sto':
+      raise errors.ConfigError("the Psiformer takes pre-determinant envelopes, not 'sto'")
+    sizes = (p.num_layers, p.num_heads, p.heads_dim, *p.mlp_hidden_dims)
+    if min(sizes) < 1:
+      raise errors.ConfigError(
+        'network.psiformer: num_layers, num_heads, heads_dim and mlp_hidden_dims must be '
+        f'>= 1, got {p.num_layers}, {p.num_heads}, {p.heads_dim}, {tuple(p.mlp_hidden_dims)}'
+      )
 
 
 def _check_kfac(k: ml_collections.ConfigDict) -> None:

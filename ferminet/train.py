@@ -39,7 +39,6 @@ from ferminet import (
   checkpoint,
   elements,
   errors,
-  fwdlap,
   hamiltonian,
   interrupts,
   loss,
@@ -185,7 +184,7 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     system,
     cfg.optim.laplacian,
     cfg.optim.forward_laplacian_sparsity,
-    fwdlap.make(cfg.network, system),
+    network.laplacian,
     signed=network.apply,
     penalties=_penalties(cfg, system, network),
   )
@@ -220,6 +219,12 @@ def setup(cfg: ml_collections.ConfigDict) -> Run:
     local_energy_chunk(cfg, system),
   )
   cfg.debug.seed = seed(cfg)  # the seed in use, recorded in config.json
+  say(f'ansatz: {networks.describe(cfg.network)}')
+  if cfg.optim.laplacian == 'forward' and network.laplacian is None:
+    say(
+      f'kinetic energy: folx forward Laplacian (the {network.network_type} has no '
+      'structured one of its own)'
+    )
   save_path = _save_path(cfg)
   if parallel.is_main():
     write_config(cfg, save_path)
@@ -898,6 +903,7 @@ def summarize(run: Run, csv_path: pathlib.Path, state: TrainState, energies: lis
     say(f'rolled_back: {rolled_back} iterations were not finite and were repeated')
   stretch = f'steps {steps[first]}-{steps[-1]}' if len(kept) else 'no steps'
   which = 'all of the inference run' if run.inference else 'the second half of the run'
+  say(f'ansatz: {networks.describe(run.cfg.network)}')
   say(
     f'energy_Ha: {stats.mean:.6f} +/- {stats.stderr:.6f} '
     f'(reblocked over {stretch}: {which}; {stats.n} iterations, block {stats.block_size})'

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import fwdlap, hamiltonian, mcmc, networks
+from ferminet import hamiltonian, mcmc, networks
 from ferminet import system as system_lib
 
 KEY = jax.random.PRNGKey(0)  # the estimators of an all-electron energy draw no random numbers
@@ -20,7 +20,7 @@ def lih_network():
   net = networks.make(cfg, system)
   params = net.init(jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (system.n_electrons * 3,))
-  return system, net, params, x, fwdlap.make(cfg, system)
+  return system, net, params, x, net.laplacian
 
 
 def _finite_difference_laplacian(f, x, h=1e-3):
@@ -137,7 +137,9 @@ def test_forward_matches_hessian_at_n2_size(n2_sampled, dtype):
   walkers = walkers.astype(dtype)
   energies = {}
   for method in ('hessian', 'forward', 'folx'):
-    fn = hamiltonian.make_local_energy(net.log_abs, system, method, 6, fwdlap.make(cfg, system))
+    fn = hamiltonian.make_local_energy(
+      net.log_abs, system, method, 6, networks.make(cfg, system).laplacian
+    )
     energies[method] = jax.jit(jax.vmap(fn, in_axes=(None, None, 0)))(params, KEY, walkers)[0]
     assert energies[method].dtype == dtype
   for method in ('forward', 'folx'):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import fwdlap, linalg, molecules, networks
+from ferminet import linalg, molecules, networks
 from ferminet import system as system_lib
 
 pytestmark = pytest.mark.compat
@@ -91,7 +91,7 @@ def test_network_executables_have_no_batched_lapack_call():
   functions = {
     'log_abs': jax.vmap(net.log_abs, (None, 0)),
     'gradient': jax.grad(lambda p, x: jnp.sum(jax.vmap(net.log_abs_tagged, (None, 0))(p, x))),
-    'forward laplacian': jax.vmap(fwdlap.make(cfg, lih), (None, 0)),
+    'forward laplacian': jax.vmap(net.laplacian, (None, 0)),
   }
   for name, fn in functions.items():
     hlo = jax.jit(fn).lower(params, x).compile().as_text()

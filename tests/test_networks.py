@@ -10,6 +10,7 @@ from conftest import tiny_network_cfg
 
 from ferminet import molecules, networks
 from ferminet import system as system_lib
+from ferminet.networks import ops
 
 # Li–H at a stretched geometry with 3 α and 2 β electrons: both spin channels
 # have pairs to swap, and two nuclei make the envelopes anisotropic.
@@ -111,10 +112,10 @@ def test_split_dense_is_dense_on_concatenated_inputs(bias):
   h = jax.random.normal(keys[0], (7, 5))
   means = [jax.random.normal(k, (1, 5)) for k in keys[1:3]]
   pairs = [jax.random.normal(k, (7, 3)) for k in keys[3:5]]
-  p = networks._dense_init(keys[5], 3 * 5 + 2 * 3, 4, bias=bias)
+  p = ops.dense_init(keys[5], 3 * 5 + 2 * 3, 4, bias=bias)
   concatenated = jnp.concatenate([h] + [jnp.broadcast_to(m, h.shape) for m in means] + pairs, -1)
   np.testing.assert_allclose(
-    networks._split_dense(p, h, means, pairs), networks.dense(p, concatenated), rtol=1e-12
+    ops._split_dense(p, h, means, pairs), networks.dense(p, concatenated), rtol=1e-12
   )
 
 

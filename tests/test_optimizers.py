@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from ferminet import config as config_lib
-from ferminet import loss, networks, optimizers, parallel
+from ferminet import loss, optimizers, parallel
+from ferminet.networks import ops
 
 
 def _features(x):
@@ -28,7 +29,7 @@ def _log_abs(params, x):
 
 def _log_abs_tagged(params, x):
   phi = _features(x)
-  return networks._tag_dense(phi @ params['w'], phi, params)[0, 0]
+  return ops.tag_dense(phi @ params['w'], phi, params)[0, 0]
 
 
 def _local_energy(params, key, x):
