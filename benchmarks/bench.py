@@ -1,6 +1,6 @@
 """Speed benchmark: compile time, training iteration time, local-energy throughput, memory.
 
-    python benchmarks/bench.py            # Li, N2, C2H4, bicyclobutane
+    python benchmarks/bench.py            # Li, N2, C2H4, bicyclobutane; N2, bicyclobutane Psiformer
     python benchmarks/bench.py --quick    # smaller batches, <= 5 minutes on 2 CPU cores
     python benchmarks/bench.py --cases Li --name mylaptop
 
@@ -45,8 +45,22 @@ CASES = {
   'C2H4': ({'molecule_name': 'C2H4'}, (64, 16), (32, 8), {}),
   'bicyclobutane': ({'molecule_name': 'bicyclobutane'}, (32, 8), (8, 4), {}),
   'tiny': ({'atom': 'Li'}, (4, 4), (4, 4), {'determinants': 1, 'hidden_dims': ((8, 4),)}),
+  # The Psiformer with the reference's settings (4 layers, 4 heads of 64, MLP 256,
+  # simple_ee Jastrow).
+  'N2_psiformer': (
+    {'molecule_name': 'N2', 'bond_length': 2.068},
+    (128, 32),
+    (64, 16),
+    {'network_type': 'psiformer'},
+  ),
+  'bicyclobutane_psiformer': (
+    {'molecule_name': 'bicyclobutane'},
+    (32, 8),
+    (8, 4),
+    {'network_type': 'psiformer'},
+  ),
 }
-DEFAULT_CASES = 'Li,N2,C2H4,bicyclobutane'
+DEFAULT_CASES = 'Li,N2,C2H4,bicyclobutane,N2_psiformer,bicyclobutane_psiformer'
 TIMED_ITERATIONS = {False: 5, True: 2}
 # Untimed iterations (compilation). Until parallel.on_devices, jax 0.10.2 compiled the
 # KFAC step a second time in the second iteration (about 4 s at N2), which a single
@@ -154,9 +168,11 @@ def run_case(name: str, quick: bool) -> dict:
   # folx, the generic forward Laplacian, only in full runs (--quick keeps to 5 minutes).
   laplacians = ['forward', 'hessian'] + ([] if quick else ['folx'])
   rates, chunks = _local_energy_rates(system, lb, laplacians, network, 3 if quick else 5)
-  from ferminet import config
+  from ferminet import config, networks
 
-  n_el = sum(config.system_of(config.resolve(_config(system, tb, 'forward'))).electrons)
+  resolved = config.resolve(_config(system, tb, 'forward', network))
+  n_el = sum(config.system_of(resolved).electrons)
+  cfg_network = resolved.network
   return {
     'case': name,
     'electrons': n_el,
@@ -169,6 +185,7 @@ def run_case(name: str, quick: bool) -> dict:
     'local_energy_per_s_forward': rates['forward'],
     'local_energy_per_s_hessian': rates['hessian'],
     'local_energy_speedup': rates['forward'] / rates['hessian'],
+    'network': networks.describe(cfg_network),
     'local_energy_per_s_folx': rates.get('folx'),  # None with --quick
     'local_energy_chunk_forward': chunks['forward'],  # walkers per chunk, 0: all at once
     'local_energy_chunk_hessian': chunks['hessian'],

@@ -3,6 +3,7 @@
     python benchmarks/vmc_accuracy.py                 # H, He, H2, Li (each <= 15 min on 2 cores)
     python benchmarks/vmc_accuracy.py --cases H,He
     python benchmarks/vmc_accuracy.py --cases li_default   # batch 256, default network, 1000 its
+    python benchmarks/vmc_accuracy.py --cases He,He_psiformer,Li,Li_psiformer  # the ansätze
 
 Prints one line per case (energy, reblocked error, reference, error in mHa,
 seconds per iteration, wall time) and writes benchmarks/results/vmc_accuracy[_CASES].json.
@@ -16,24 +17,41 @@ import time
 
 import jax
 
-from ferminet import config, train
+from ferminet import config, networks, train
 
 SMALL = ((64, 16), (64, 16))
 MEDIUM = ((64, 16), (64, 16), (64, 16))
 
-# name -> (system settings, batch, hidden dims, determinants, pretrain its, iterations)
+# A Psiformer of about the small FermiNets' size: 2 layers of 4 heads of 16 (width 64),
+# an MLP of 64, the simple_ee Jastrow (its default), log-rescaled inputs (the
+# reference's psiformer preset). Its determinants are always full.
+PSIFORMER = {
+  'network_type': 'psiformer',
+  'rescale_inputs': True,
+  'psiformer': {'num_layers': 2, 'num_heads': 4, 'heads_dim': 16, 'mlp_hidden_dims': (64,)},
+}
+
+# name -> (system settings, batch, hidden dims, determinants, pretrain its, iterations[,
+# network settings])
 CASES = {
   'H': ({'atom': 'H'}, 256, SMALL, 4, 100, 1000),
   'He': ({'atom': 'He'}, 512, SMALL, 4, 200, 2000),
   'H2': ({'molecule_name': 'H2', 'bond_length': 1.4}, 512, SMALL, 4, 200, 2000),  # bohr
   'Li': ({'atom': 'Li'}, 512, MEDIUM, 8, 200, 3000),
   'li_default': ({'atom': 'Li'}, 256, None, None, 1000, 1000),
+  'He_psiformer': ({'atom': 'He'}, 512, SMALL, 4, 200, 2000, PSIFORMER),
+  'Li_psiformer': ({'atom': 'Li'}, 512, MEDIUM, 8, 200, 3000, PSIFORMER),
 }
 
 
 def run_case(name: str, workdir: pathlib.Path) -> dict:
-  system, batch, hidden, dets, pretrain_its, iterations = CASES[name]
+  system, batch, hidden, dets, pretrain_its, iterations, *network = CASES[name]
   cfg = config.default()
+  for key, value in (network[0] if network else {}).items():
+    if isinstance(value, dict):
+      cfg.network[key].update(value)
+    else:
+      cfg.network[key] = value
   for key, value in system.items():
     cfg.system[key] = value
   cfg.batch_size = batch
@@ -52,6 +70,8 @@ def run_case(name: str, workdir: pathlib.Path) -> dict:
     'case': name,
     'settings': {
       'batch_size': batch,
+      'network': cfg.network.network_type,
+      'ansatz': networks.describe(cfg.network),
       'hidden_dims': cfg.network.ferminet.hidden_dims,
       'determinants': cfg.network.determinants,
       'pretrain_iterations': pretrain_its,

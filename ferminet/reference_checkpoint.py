@@ -313,6 +313,23 @@ _FLAGS = {
 }
 
 
+def _unconverted_options(cfg: Any) -> list[str]:
+  """Network settings whose parameters the converter does not map (yet)."""
+  out = []
+  if cfg.get('network_type', 'ferminet') != 'ferminet':
+    out.append(f'network.network_type {cfg.network_type!r}')
+  for key in ('use_last_layer', 'separate_spin_channels'):
+    if cfg.ferminet.get(key):
+      out.append(f'network.ferminet.{key}')
+  if cfg.get('jastrow', 'default') not in ('default', 'none'):
+    out.append(f'network.jastrow {cfg.jastrow!r}')
+  if cfg.envelope_type in ('null', 'bottleneck', 'sto'):
+    out.append(f'network.envelope_type {cfg.envelope_type!r}')
+  if cfg.get('rescale_inputs'):  # the same parameters, but their values mean other inputs
+    out.append('network.rescale_inputs')
+  return out
+
+
 def to_params(
   ckpt: ReferenceCheckpoint,
   cfg: ml_collections.ConfigDict,
@@ -333,6 +350,12 @@ def to_params(
   """
   spins = tuple(int(n) for n in system.electrons)
   params = ckpt.params
+  unconverted = _unconverted_options(cfg)
+  if unconverted:
+    raise errors.ConfigError(
+      f'{ckpt.path}: converting reference checkpoints is written for the basic FermiNet; '
+      f'this run sets {", ".join(unconverted)}'
+    )
   if not isinstance(params, dict):
     raise errors.ConfigError(f'{ckpt.path}: parameters are a {type(params).__name__}, not a dict')
   streams, extra = _layers(params)

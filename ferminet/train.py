@@ -743,7 +743,7 @@ def run_pretrain(run: Run, state: TrainState) -> TrainState:
     run.network,
     hf,
     tuple(run.system.electrons),
-    cfg.network.full_det,
+    run.network.full_det,  # the Psiformer's are always full
     cfg.pretrain.lr,
     cfg.pretrain.scf_fraction,
     cfg.mcmc.steps,

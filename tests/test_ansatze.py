@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import hamiltonian, molecules, networks
+from ferminet import checkpoint, hamiltonian, molecules, networks
 from ferminet import system as system_lib
 from ferminet.networks import envelopes, jastrow, ops
 from ferminet.networks import ferminet as ferminet_lib
@@ -58,7 +58,7 @@ def _views():
 
 @pytest.mark.parametrize('rescale', [False, True])
 def test_electron_features(rescale):
-  fn = lambda d, r: ferminet_lib._rescaled(d, r, rescale).reshape(-1)  # noqa: E731
+  fn = lambda d, r: ferminet_lib.vector_features(d, r, rescale).reshape(-1)  # noqa: E731
   values, stacks = _views()
   _check_one_electron(
     lambda x: values.electrons(fn, x.reshape(N, 3), CENTRES),
@@ -68,7 +68,7 @@ def test_electron_features(rescale):
 
 @pytest.mark.parametrize('rescale, zero_self', [(False, True), (True, True), (False, False)])
 def test_pair_features(rescale, zero_self):
-  fn = lambda d, r: ferminet_lib._rescaled(d, r, rescale)  # noqa: E731
+  fn = lambda d, r: ferminet_lib.vector_features(d, r, rescale)  # noqa: E731
   values, stacks = _views()
   _check_pairs(
     lambda x: values.pairs(fn, x.reshape(N, 3), zero_self),
@@ -79,17 +79,23 @@ def test_pair_features(rescale, zero_self):
 def _streams(view, x):
   """A one-electron and a pair stream after one tanh layer each (widths 5 and 3)."""
   pos = x.reshape(N, 3)
-  one = view.electrons(lambda d, r: ferminet_lib._rescaled(d, r, False).reshape(-1), pos, CENTRES)
-  two = view.pairs(lambda d, r: ferminet_lib._rescaled(d, r, False), pos, True)
+  one = view.electrons(
+    lambda d, r: ferminet_lib.vector_features(d, r, False).reshape(-1), pos, CENTRES
+  )
+  two = view.pairs(lambda d, r: ferminet_lib.vector_features(d, r, False), pos, True)
   keys = jax.random.split(jax.random.PRNGKey(0), 2)
   one = view.tanh(view.dense(ops.dense_init(keys[0], 8, 5), one))
   two = view.tanh(view.dense(ops.dense_init(keys[1], 4, 3), two), pair=True)
   return one, two
 
 
-@pytest.mark.parametrize('op', ['streams', 'one_electron_layer', 'symmetric_features'])
+@pytest.mark.parametrize(
+  'op', ['streams', 'one_electron_layer', 'symmetric_features', 'attention', 'layer_norm']
+)
 def test_layer_ops(op):
   p = ops.dense_init(jax.random.PRNGKey(1), 3 * 5 + 2 * 3, 6)
+  qkv = [ops.dense_init(k, 6, 4, bias=False) for k in jax.random.split(jax.random.PRNGKey(2), 3)]
+  norm = {'scale': jnp.array([0.5, 1.5, -1.0, 2.0, 0.7, 1.1]), 'offset': jnp.arange(6.0)}
 
   def build(view, x):
     one, two = _streams(view, x)
@@ -97,7 +103,14 @@ def test_layer_ops(op):
       return view.tanh(view.one_electron_layer(p, one, two))
     if op == 'symmetric_features':
       return view.symmetric_features(one, two)
-    return one
+    if op == 'streams':
+      return one
+    spins = jnp.asarray(np.array([[1.0], [1.0], [-1.0]]))  # a constant feature
+    h = view.dense(ops.dense_init(jax.random.PRNGKey(3), 6, 6), view.with_constant(one, spins))
+    if op == 'layer_norm':
+      return view.layer_norm(norm, h, 1e-5)
+    q, k, v = (view.dense(w, h).reshape(h.shape[:-1] + (2, 2)) for w in qkv)  # 2 heads of 2
+    return view.attention(q, k, v).reshape(h.shape[:-1] + (4,))
 
   values, stacks = _views()
   _check_one_electron(lambda x: build(values, x), lambda x: build(stacks, x))
@@ -206,17 +219,13 @@ def _swap(x, i, j):
 
 
 def test_laplacian_matches_hessian(built):
-  """float64: the network's forward Laplacian (folx for the Psiformer) and gradient
-  equal the exact Hessian loop's to 1e-10."""
-  name, net, params = built
+  """float64: the network's forward Laplacian and gradient equal the exact Hessian
+  loop's to 1e-10."""
+  _, net, params = built
   x = 1.2 * jax.random.normal(jax.random.PRNGKey(3), (LIH.n_electrons * 3,))
   f = lambda y: net.log_abs(params, y)  # noqa: E731
   lap_h, grad_h = jax.jit(lambda y: hamiltonian.laplacian_hessian(f, y))(x)
-  if name == 'psiformer':
-    assert net.laplacian is None
-    lap, grad = jax.jit(lambda y: hamiltonian.laplacian_forward(f, y))(x)
-  else:
-    lap, grad = jax.jit(lambda y: net.laplacian(params, y))(x)
+  lap, grad = jax.jit(lambda y: net.laplacian(params, y))(x)
   np.testing.assert_allclose(lap, lap_h, rtol=1e-10)
   np.testing.assert_allclose(grad, grad_h, rtol=1e-10, atol=1e-12)
 
@@ -271,3 +280,56 @@ def test_parameter_layout_of_the_options():
   width = 3 * 8 + 2 * 4  # use_last_layer: [h_i, 2 spin means of h, 2 of h_ij]
   assert params['orbital'][0]['w'].shape[0] == width
   assert ferminet_lib.widest_feature(tiny_network_cfg(), LIH) == 2 * LIH.n_electrons
+
+
+ANSATZ_FLAGS = {
+  'psiformer': [
+    '--config.network.network_type=psiformer',
+    '--config.network.psiformer.num_layers=1',
+    '--config.network.psiformer.num_heads=2',
+    '--config.network.psiformer.heads_dim=4',
+    '--config.network.psiformer.mlp_hidden_dims=(8,)',
+    '--config.network.rescale_inputs=True',
+    '--config.network.full_det=False',  # ignored by the Psiformer (as the reference)
+  ],
+  'ferminet options': [
+    '--config.network.jastrow=simple_ee',
+    '--config.network.ferminet.use_last_layer=True',
+    '--config.network.ferminet.separate_spin_channels=True',
+    '--config.network.envelope_type=bottleneck',
+    '--config.network.num_envelopes=4',
+  ],
+}
+
+
+@pytest.mark.slow  # about 40 s per ansatz
+@pytest.mark.parametrize('ansatz', list(ANSATZ_FLAGS))
+def test_cli_trains_checkpoints_and_continues_on_two_devices(ansatz, tmp_path):
+  """From the command line on 2 devices: --dry_run names the ansatz and counts its
+  parameters; pretraining and KFAC run; a second launch continues from the checkpoint."""
+  import os
+
+  from test_cli_errors import ATOM, TINY, _cli
+
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
+  args = [*ATOM, '--config.system.atom=Li', *TINY, *ANSATZ_FLAGS[ansatz]]
+  save = f'--config.log.save_path={tmp_path}'
+  dry = _cli(*args, save, '--dry_run', env=env)
+  assert dry.returncode == 0, dry.stderr[-2000:]
+  ansatz_line = next(line for line in dry.stdout.splitlines() if line.startswith('ansatz:'))
+  assert ('psiformer' in ansatz_line) == (ansatz == 'psiformer'), ansatz_line
+  n_params = int(
+    next(ln for ln in dry.stdout.splitlines() if ln.startswith('parameters:')).split()[1]
+  )
+  first = _cli(*args, save, '--config.optim.iterations=4', env=env)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'energy_Ha:' in first.stdout
+  assert 'kinetic energy: folx' not in first.stdout  # both have their own forward Laplacian
+  second = _cli(*args, save, '--config.optim.iterations=6', env=env)
+  assert second.returncode == 0, second.stderr[-3000:]
+  steps = [
+    int(r.split(',')[0]) for r in (tmp_path / 'train_stats.csv').read_text().splitlines()[1:]
+  ]
+  assert steps == list(range(6))
+  saved = checkpoint.load(tmp_path / 'ckpt_00000006_final.pkl')
+  assert networks.count_parameters(saved['params']) == n_params

@@ -82,6 +82,9 @@ def test_resolve_derives_electrons_from_charge_and_spin():
     ('optim.optimizer', 'sgd', 'optim.optimizer'),
     ('optim.laplacian', 'magic', 'optim.laplacian'),
     ('network.envelope_type', 'round', 'envelope'),
+    ('network.network_type', 'lapnet', 'network.network_type'),
+    ('network.jastrow', 'ee', 'network.jastrow'),
+    ('network.num_envelopes', 0, 'network.num_envelopes'),
     ('batch_size', 0, 'batch_size'),
     ('optim.iterations', -1, 'iterations'),
   ],
@@ -90,6 +93,23 @@ def test_bad_values_raise(key, value, match):
   cfg = _load(ROOT / 'configs' / 'atom.py')
   section, _, leaf = key.rpartition('.')
   (cfg[section] if section else cfg)[leaf] = value
+  with pytest.raises(errors.ConfigError, match=match):
+    config_lib.resolve(cfg)
+
+
+@pytest.mark.parametrize(
+  'settings, match',
+  [
+    ({'envelope_type': 'sto', 'bias_orbitals': True}, "'sto' .* bias_orbitals"),
+    ({'network_type': 'psiformer', 'envelope_type': 'sto'}, 'pre-determinant'),
+    ({'network_type': 'psiformer', 'psiformer.num_heads': 0}, 'num_heads'),
+  ],
+)
+def test_network_combinations_that_cannot_be_built(settings, match):
+  cfg = _load(ROOT / 'configs' / 'atom.py')
+  for key, value in settings.items():
+    node, _, leaf = key.rpartition('.')
+    (cfg.network[node] if node else cfg.network)[leaf] = value
   with pytest.raises(errors.ConfigError, match=match):
     config_lib.resolve(cfg)
 

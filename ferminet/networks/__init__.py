@@ -62,6 +62,7 @@ class Network:
   # (params, x) -> (∇² log|ψ|, ∇ log|ψ|), the structured forward Laplacian; None: folx.
   laplacian: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]] | None = None
   network_type: str = 'ferminet'
+  full_det: bool = True  # one N × N determinant per term (else α and β blocks)
 
 
 def make(
@@ -121,6 +122,7 @@ def make(
     log_abs_tagged=log_abs_tagged,
     laplacian=laplacian if arch.structured else None,
     network_type=network_type,
+    full_det=arch.full_det,
   )
 
 

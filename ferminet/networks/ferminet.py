@@ -27,11 +27,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from ferminet import system as system_lib
-from ferminet.networks import envelopes as envelopes_lib
-from ferminet.networks import jastrow as jastrow_lib
+from ferminet.networks import common as common_lib
 from ferminet.networks import ops
 
 
@@ -40,7 +38,7 @@ def orbitals_per_channel(full_det: bool, spins: tuple[int, ...]) -> list[int]:
   return [sum(spins) if full_det else n for n in spins]
 
 
-def _rescaled(d: jax.Array, r: jax.Array, rescale: bool) -> jax.Array:
+def vector_features(d: jax.Array, r: jax.Array, rescale: bool) -> jax.Array:
   """[d, r] on the last axis, or [d·log(1 + r)/r, log(1 + r)] with ``rescale``."""
   if rescale:
     t = jnp.log1p(r)
@@ -52,15 +50,11 @@ def make(
   cfg: ml_collections.ConfigDict, system: system_lib.System, dtype: Any = None
 ) -> ops.Architecture:
   """The FermiNet for ``system`` from ``cfg.network``, in every view of ``ops``."""
-  dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-  spins = tuple(int(n) for n in system.electrons)
-  n = sum(spins)
-  nuclei = np.asarray(system.coords)
+  c = common_lib.common(cfg, system, dtype, 'ferminet')
+  dtype, spins, n, nuclei, n_det = c.dtype, c.spins, c.n, c.nuclei, c.determinants
+  envelope, jastrow, occupied, slices = c.envelope, c.jastrow, c.occupied, c.slices
   n_atoms = nuclei.shape[0]
-  n_det = int(cfg.determinants)
   full_det = bool(cfg.full_det)
-  envelope = envelopes_lib.make(cfg.envelope_type, int(cfg.get('num_envelopes', 16)))
-  jastrow = jastrow_lib.make(cfg.get('jastrow', 'default'), 'ferminet', spins)
   opts = cfg.ferminet
   hidden = [tuple(int(d) for d in layer) for layer in opts.hidden_dims]
   as_reference = bool(opts.get('reference_layers', False))
@@ -68,8 +62,6 @@ def make(
   last_layer = bool(opts.get('use_last_layer', False))
   separate = bool(opts.get('separate_spin_channels', False))
   n_orb = orbitals_per_channel(full_det, spins)
-  slices = ops.spin_slices(spins)
-  occupied = [k for k, s in enumerate(spins) if s]
   same = ops.same_spin(spins)
 
   def init(key: jax.Array) -> Any:
@@ -103,8 +95,8 @@ def make(
   def features(view, x: jax.Array):
     pos = x.reshape(n, 3)
     centres = jnp.asarray(nuclei, x.dtype)
-    one = view.electrons(lambda d, r: _rescaled(d, r, rescale).reshape(-1), pos, centres)
-    two = view.pairs(lambda d, r: _rescaled(d, r, rescale), pos, as_reference)
+    one = view.electrons(lambda d, r: vector_features(d, r, rescale).reshape(-1), pos, centres)
+    two = view.pairs(lambda d, r: vector_features(d, r, rescale), pos, as_reference)
     return pos, centres, one, two
 
   def matrices(view, params: Any, x: jax.Array) -> list[jax.Array]:

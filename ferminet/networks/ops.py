@@ -11,7 +11,8 @@ sums such as a Jastrow factor — on its own kind of array:
   registered with kfac-jax, the view KFAC differentiates.
 - :class:`Stacks`: forward-Laplacian stacks (Li et al., Nat. Mach. Intell. 2024),
   the value, the Jacobian with respect to the 3N coordinates and the Laplacian of
-  every feature carried together in one forward pass.
+  every feature carried together in one forward pass; nonlinear operations by the
+  chain rule (``_apply``), products by the product rule (``_mul``, ``_bilinear``).
 
 Dispatch happens in Python while tracing, so each view compiles to what a
 hand-written network would.
@@ -261,6 +262,25 @@ class Values:
     """(sign, log|ψ| + j)."""
     return out[0], out[1] + j
 
+  def with_constant(self, h: jax.Array, c: jax.Array) -> jax.Array:
+    """[h, c] on the feature axis, c (n, k) the same for every walker (e.g. spins)."""
+    return jnp.concatenate([h, c.astype(h.dtype)], axis=-1)
+
+  def attention(self, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Σ_j softmax_j(q_i·k_j / sqrt(d)) v_j per head: q, k, v (n, heads, d) -> (n, heads, d)."""
+    logits = jnp.einsum('ihd,jhd->hij', q, k) / np.sqrt(q.shape[-1])
+    return jnp.einsum('hij,jhd->ihd', jax.nn.softmax(logits, axis=-1), v)
+
+  def layer_norm(self, p: dict, x: jax.Array, eps: float) -> jax.Array:
+    """(x - mean) / sqrt(var + eps) · scale + offset over the feature axis."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean((x - mean) ** 2, axis=-1, keepdims=True)
+    normed = (x - mean) / jnp.sqrt(var + eps)
+    y = normed * p['scale'] + p['offset']
+    if self.tag:
+      y = kfac_jax.register_scale_and_shift(y, normed, p['scale'], p['offset'])
+    return y
+
 
 # --- forward-Laplacian stacks ------------------------------------------------------
 
@@ -311,6 +331,52 @@ def _tanh(z: jax.Array, axis: int, multiplicity: float) -> jax.Array:
   return jnp.concatenate([t, d1 * jac, new_lap], axis=axis)
 
 
+def _split(z: jax.Array, axis: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Value, Jacobian rows and Laplacian of a stack whose rows run along ``axis``."""
+  n_rows = z.shape[axis]
+  value = jax.lax.index_in_dim(z, 0, axis, keepdims=False)
+  jac = jax.lax.slice_in_dim(z, 1, n_rows - 1, axis=axis)
+  return value, jac, jax.lax.index_in_dim(z, n_rows - 1, axis, keepdims=False)
+
+
+def _apply(z: jax.Array, axis: int, f, d1, d2) -> jax.Array:
+  """f of a stack elementwise, f' = d1 and f'' = d2 of the value:
+  ∇f(z) = f'(z) ∇z, ∇²f(z) = f'(z) ∇²z + f''(z) |∇z|²."""
+  value, jac, lap = _split(z, axis)
+  g1, g2 = d1(value), d2(value)
+  new_lap = g1 * lap + g2 * jnp.sum(jac * jac, axis=axis)
+  return stack(f(value), jnp.expand_dims(g1, axis) * jac, new_lap, axis)
+
+
+def _mul(a: jax.Array, b: jax.Array, axis: int) -> jax.Array:
+  """The elementwise product of two stacks (broadcasting): ∇(ab) = a∇b + b∇a,
+  ∇²(ab) = a∇²b + b∇²a + 2∇a·∇b."""
+  va, ja, la = _split(a, axis)
+  vb, jb, lb = _split(b, axis)
+  ex = lambda t: jnp.expand_dims(t, axis)  # noqa: E731
+  lap = va * lb + vb * la + 2.0 * jnp.sum(ja * jb, axis=axis)
+  return stack(va * vb, ex(va) * jb + ex(vb) * ja, lap, axis)
+
+
+def _bilinear(spec: str, a: jax.Array, b: jax.Array, rows: tuple[int, int, int]) -> jax.Array:
+  """einsum(spec) of two stacks whose rows are axis rows[0] of a and rows[1] of b; the
+  result's rows are its axis rows[2]. ``spec`` names the value axes ('ihd,jhd->ijh').
+
+  ∇(a·b) = ∇a·b + a·∇b and ∇²(a·b) = ∇²a·b + a·∇²b + 2 Σ_rows ∂a·∂b.
+  """
+  ins, out = spec.split('->')
+  sa, sb = ins.split(',')
+  row = lambda t, k: t[:k] + 'r' + t[k:]  # noqa: E731
+  ra, rb, ro = row(sa, rows[0]), row(sb, rows[1]), row(out, rows[2])
+  va, ja, la = _split(a, rows[0])
+  vb, jb, lb = _split(b, rows[1])
+  value = jnp.einsum(spec, va, vb)
+  jac = jnp.einsum(f'{ra},{sb}->{ro}', ja, vb) + jnp.einsum(f'{sa},{rb}->{ro}', va, jb)
+  lap = jnp.einsum(spec, la, vb) + jnp.einsum(spec, va, lb)
+  lap = lap + 2.0 * jnp.einsum(f'{ra},{rb}->{out}', ja, jb)
+  return stack(value, jac, lap, rows[2])
+
+
 def _pair_share(pair: jax.Array, present: list[slice], weights: list[jax.Array]) -> jax.Array:
   """Stack (n, R, out) of Σ_s mean_{j in s}(h_ij) @ w_s, the pair means' share of a layer.
 
@@ -346,6 +412,14 @@ def _log_det(orbitals: jax.Array) -> tuple[jax.Array, ...]:
     b * jnp.swapaxes(b, -1, -2), axis=(1, 2, 3)
   )
   return sign, logdet, grad, lap
+
+
+_EXP = (jnp.exp, jnp.exp, jnp.exp)
+
+
+def _value_row(n_rows: int, dtype) -> jax.Array:
+  """(R, 1): 1 in the value row, 0 in the derivative rows: c · this is a constant stack."""
+  return jnp.zeros((n_rows, 1), dtype).at[0].set(1.0)
 
 
 class Stacks:
@@ -471,3 +545,31 @@ class Stacks:
   def add_log(self, out: tuple[jax.Array, jax.Array], j: tuple) -> tuple:
     """(∇² log|ψ| + ∇²J, ∇ log|ψ| + ∇J) for j = (J, ∇J, ∇²J)."""
     return out[0] + j[2], out[1] + j[1]
+
+  def with_constant(self, h: jax.Array, c: jax.Array) -> jax.Array:
+    rows = jnp.zeros((c.shape[0], h.shape[1] - 1, c.shape[1]), h.dtype)
+    return jnp.concatenate([h, jnp.concatenate([c.astype(h.dtype)[:, None], rows], 1)], -1)
+
+  def attention(self, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Stacks q, k, v (n, R, heads, d) -> (n, R, heads, d); the softmax as
+    exp(l - log Σ_j exp l), each piece by the chain and product rules."""
+    logits = _bilinear('ihd,jhd->ijh', q, k, (1, 1, 2)) / np.sqrt(q.shape[-1])  # (i, j, R, h)
+    shift = jax.lax.stop_gradient(jnp.max(logits[:, :, 0], axis=1))[:, None, None]  # (i, 1, 1, h)
+    shifted = logits - shift * _value_row(logits.shape[2], logits.dtype)  # a constant shift
+    e = _apply(shifted, 2, *_EXP)
+    lse = _apply(jnp.sum(e, axis=1), 1, jnp.log, lambda t: 1.0 / t, lambda t: -1.0 / (t * t))
+    weights = _apply(shifted - lse[:, None], 2, *_EXP)  # softmax over j
+    return _bilinear('ijh,jhd->ihd', weights, v, (2, 1, 1))
+
+  def layer_norm(self, p: dict, x: jax.Array, eps: float) -> jax.Array:
+    centred = x - jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(_mul(centred, centred, 1), axis=-1, keepdims=True)
+    inv = _apply(
+      var + eps * _value_row(var.shape[1], var.dtype),
+      1,
+      jax.lax.rsqrt,
+      lambda t: -0.5 * t**-1.5,
+      lambda t: 0.75 * t**-2.5,
+    )
+    y = _mul(centred, inv, 1) * p['scale']
+    return y.at[:, 0].add(p['offset'])  # the offset moves the value only
