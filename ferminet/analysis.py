@@ -276,6 +276,7 @@ class RunSummary:
   correlation_pct: float | None  # % of the correlation energy (E_HF - E_ref) recovered
   extrapolated: Extrapolation | None = None  # zero-variance fit over the averaged steps
   batch_size: int | None = None  # walkers per step, from the run's config file
+  ansatz: str | None = None  # config.describe_network of the run's network, if it has one
   # The checkpoint the run started from (log.started_from: a warm start's source, or
   # the training checkpoint an inference run evaluates): {path, step, system}, or None.
   started_from: dict | None = None
@@ -383,6 +384,16 @@ def run_config(run_dir: str | pathlib.Path, stats_file: str = 'train_stats.csv')
     raise errors.AnalysisError(f'cannot read {path}: {e}') from None
 
 
+def _ansatz(cfg: dict) -> str | None:
+  """The run's ansatz in one line, None when its config file has no (complete) network."""
+  from ferminet import config as config_lib
+
+  try:
+    return config_lib.describe_network(cfg['network'])
+  except (KeyError, TypeError, ValueError):
+    return None
+
+
 def analyze_run(
   run_dir: str | pathlib.Path,
   burn_in: float | None = None,
@@ -446,6 +457,7 @@ def analyze_run(
     correlation_pct=corr,
     extrapolated=fit,
     batch_size=cfg.get('batch_size'),
+    ansatz=_ansatz(cfg),
     started_from=started if started.get('path') else None,
     observables=observed,
     dipole_debye=dipole_magnitude(observed),
@@ -490,6 +502,7 @@ def comparability(runs: Sequence[RunSummary]) -> list[str]:
 
   differ('statistics files', {r.name: r.stats_file for r in runs})
   differ('batch sizes', {r.name: r.batch_size for r in runs})
+  differ('ansätze', {r.name: r.ansatz for r in runs if r.ansatz})
   differ('averaged steps', {r.name: r.energy.n for r in runs})
   inference = [r for r in runs if r.stats_file == STATS_FILES['inference']]
   differ(

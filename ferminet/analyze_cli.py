@@ -185,6 +185,8 @@ def text(result: dict) -> list[str]:
     ]
     if r['batch_size'] is not None:
       lines.append(f'batch_size: {r["batch_size"]}')
+    if r.get('ansatz'):
+      lines.append(f'ansatz: {r["ansatz"]}')
     start = r['started_from']
     if start is not None:
       what = 'evaluates' if r['stats_file'] == 'inference_stats.csv' else 'warm-started from'

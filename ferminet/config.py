@@ -770,6 +770,37 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   _check_network(cfg.network)
 
 
+def describe_network(net: Any) -> str:
+  """One line naming the ansatz and its options, from a ``network`` config section
+  (a ConfigDict, or the dict of a run's config.json): for the log, ``--dry_run``, the
+  summary and ``ferminet-analyze``."""
+  network_type = net.get('network_type', 'ferminet')
+  if network_type == 'psiformer':
+    p = net['psiformer']
+    body = (
+      f'psiformer ({p["num_layers"]} layers, {p["num_heads"]} heads of {p["heads_dim"]}, '
+      f'MLP {tuple(p["mlp_hidden_dims"])}{", layer norm" if p["use_layer_norm"] else ""})'
+    )
+    full_det = True
+  else:
+    f = net['ferminet']
+    extra = [name for name in ('use_last_layer', 'separate_spin_channels') if f.get(name)]
+    layers = ', '.join(f'({a}, {b})' for a, b in f['hidden_dims'])
+    body = f'ferminet (layers {layers}{"".join(", " + e for e in extra)})'
+    full_det = bool(net['full_det'])
+  jastrow = net.get('jastrow', 'default')
+  if jastrow == 'default':
+    jastrow = 'simple_ee' if network_type == 'psiformer' else 'none'
+  envelope = net['envelope_type']
+  if envelope == 'bottleneck':
+    envelope += f' ({net["num_envelopes"]})'
+  return (
+    f'{body}; {net["determinants"]} determinants{" (full)" if full_det else ""}; '
+    f'envelope {envelope}; jastrow {jastrow}'
+    + ('; rescaled inputs' if net.get('rescale_inputs') else '')
+  )
+
+
 def _check_network(net: ml_collections.ConfigDict) -> None:
   """Combinations of network settings that cannot be built."""
   if net.num_envelopes < 1:

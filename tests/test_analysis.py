@@ -12,6 +12,7 @@ from scipy import signal
 from test_train import tiny_config
 
 from ferminet import analysis, analyze_cli, errors, train
+from ferminet import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -378,7 +379,9 @@ def test_extrapolation_needs_a_variance():
   assert analysis.extrapolate(e[:3], np.arange(3.0)) is None  # too few steps
 
 
-def _run_with_variance(path, energy, variance, batch_size, started=None, stats='train_stats.csv'):
+def _run_with_variance(
+  path, energy, variance, batch_size, started=None, stats='train_stats.csv', network=None
+):
   path.mkdir(exist_ok=True)
   lines = ['step,energy,ewmean,ewvar,pmove,variance,rolled_back']
   lines += [
@@ -387,6 +390,8 @@ def _run_with_variance(path, energy, variance, batch_size, started=None, stats='
   (path / stats).write_text('\n'.join(lines) + '\n')
   log = {'started_from': started or {'path': '', 'step': -1, 'system': ''}}
   cfg = {'system': {'name': path.name}, 'batch_size': batch_size, 'log': log}
+  if network is not None:
+    cfg['network'] = network
   (path / 'config.json').write_text(json.dumps(cfg))
   return path
 
@@ -396,15 +401,19 @@ def test_match_length_and_extrapolated_profile(tmp_path, capsys):
   or other evaluated training steps are named; the profile has an extrapolated column."""
   e_a, v_a = _training_like(0, n=2000, e0=-8.0)
   e_b, v_b = _training_like(1, n=1200, e0=-7.99)
-  a = _run_with_variance(tmp_path / 'a', e_a, v_a, 512)
-  b = _run_with_variance(tmp_path / 'b', e_b, v_b, 256)
+  ferminet = config_lib.default().network.to_dict()
+  psiformer = {**ferminet, 'network_type': 'psiformer'}
+  a = _run_with_variance(tmp_path / 'a', e_a, v_a, 512, network=ferminet)
+  b = _run_with_variance(tmp_path / 'b', e_b, v_b, 256, network=psiformer)
   analyze_cli.main([str(a), str(b), '--relative-to', 'a', '--match-length', '--json', '--no-plot'])
   result = json.loads(capsys.readouterr().out)
   assert result['matched_rows'] == 600  # b keeps 600 of its 1200 rows, a 1000 of 2000
   ra, rb = result['runs']
   assert ra['energy']['n'] == rb['energy']['n'] == 600
   assert ra['energy']['mean'] == pytest.approx(np.mean(e_a[-600:]))
-  assert result['notes'] == ['batch sizes differ: a 512, b 256']
+  assert result['notes'][0] == 'batch sizes differ: a 512, b 256'
+  assert result['notes'][1].startswith('ansätze differ: a ferminet (layers (256, 32), ')
+  assert ', b psiformer (4 layers, 4 heads of 64, MLP (256,), layer norm); ' in result['notes'][1]
   fit = rb['extrapolated']
   assert abs(fit['energy'] + 7.99) < 3 * fit['stderr']
   rel = result['relative']
@@ -416,6 +425,7 @@ def test_match_length_and_extrapolated_profile(tmp_path, capsys):
   text = capsys.readouterr().out
   assert 'note: averaged steps differ: a 1000, b 600' in text
   assert 'extrapolated_Ha: ' in text and 'extrapolated to zero variance' in text
+  assert '\nansatz: psiformer (4 layers' in text
 
 
 def test_inference_runs_of_different_training_steps_are_named(tmp_path):

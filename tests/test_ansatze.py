@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import tiny_network_cfg
 
-from ferminet import checkpoint, hamiltonian, molecules, networks
+from ferminet import checkpoint, hamiltonian, linalg, molecules, networks
 from ferminet import system as system_lib
 from ferminet.networks import envelopes, jastrow, ops
 from ferminet.networks import ferminet as ferminet_lib
@@ -90,7 +90,7 @@ def _streams(view, x):
 
 
 @pytest.mark.parametrize(
-  'op', ['streams', 'one_electron_layer', 'symmetric_features', 'attention', 'layer_norm']
+  'op', ['one_electron_layer', 'symmetric_features', 'attention', 'layer_norm']
 )
 def test_layer_ops(op):
   p = ops.dense_init(jax.random.PRNGKey(1), 3 * 5 + 2 * 3, 6)
@@ -103,8 +103,6 @@ def test_layer_ops(op):
       return view.tanh(view.one_electron_layer(p, one, two))
     if op == 'symmetric_features':
       return view.symmetric_features(one, two)
-    if op == 'streams':
-      return one
     spins = jnp.asarray(np.array([[1.0], [1.0], [-1.0]]))  # a constant feature
     h = view.dense(ops.dense_init(jax.random.PRNGKey(3), 6, 6), view.with_constant(one, spins))
     if op == 'layer_norm':
@@ -163,10 +161,21 @@ LIH = system_lib.make_system(
 )
 
 
+_BUILT = {}
+
+
 def _network(network_type='ferminet', **options):
+  """The network and perturbed parameters, built once per setting for the module."""
+  key = (network_type, tuple(sorted(options.items())))
+  if key not in _BUILT:
+    _BUILT[key] = _build(network_type, **options)
+  return _BUILT[key]
+
+
+def _build(network_type, **options):
   cfg = tiny_network_cfg()
   cfg.network_type = network_type
-  cfg.psiformer.update(num_layers=2, num_heads=2, heads_dim=4, mlp_hidden_dims=(6,))
+  cfg.psiformer.update(num_layers=1, num_heads=2, heads_dim=4, mlp_hidden_dims=(6,))
   for key, value in options.items():
     (cfg.ferminet if key in ('use_last_layer', 'separate_spin_channels') else cfg)[key] = value
   net = networks.make(cfg, LIH)
@@ -209,8 +218,12 @@ SLOW = {'sto, spin-factored', 'null envelope'}
   params=[pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in NETWORKS],
 )
 def built(request):
-  network_type, options = NETWORKS[request.param]
-  return request.param, *_network(network_type, **options)
+  return request.param, *_named(request.param)
+
+
+def _named(name):
+  network_type, options = NETWORKS[name]
+  return _network(network_type, **options)
 
 
 def _swap(x, i, j):
@@ -246,10 +259,10 @@ def test_antisymmetric_and_tagged_equals_plain(built):
   # Pretraining's orbitals give the same ψ (the Jastrow inside, as the reference).
   mats = jax.jit(net.orbitals)(params, x)
   if mats[0].shape[-1] == LIH.n_electrons:  # full determinant
-    s, logdets = jnp.linalg.slogdet(jnp.concatenate(mats, axis=1))
+    s, logdets = linalg.slogdet(jnp.concatenate(mats, axis=1))
   else:
-    logdets = jnp.sum(jnp.stack([jnp.linalg.slogdet(m)[1] for m in mats]), axis=0)
-    s = jnp.prod(jnp.stack([jnp.linalg.slogdet(m)[0] for m in mats]), axis=0)
+    logdets = jnp.sum(jnp.stack([linalg.slogdet(m)[1] for m in mats]), axis=0)
+    s = jnp.prod(jnp.stack([linalg.slogdet(m)[0] for m in mats]), axis=0)
   np.testing.assert_allclose(networks.logdet_sum(s, logdets)[1], log, rtol=1e-10)
 
 
@@ -257,7 +270,7 @@ def test_psiformer_has_the_antiparallel_cusp():
   """The Psiformer sees no electron–electron features, so at the coalescence of an α
   and a β electron its only kink is the Jastrow's: the mean slope of log|ψ| over two
   opposite directions is 1/2 (Kato), the smooth rest cancelling."""
-  net, params = _network('psiformer')
+  net, params = _named('psiformer')
   x = 1.2 * jax.random.normal(jax.random.PRNGKey(5), (LIH.n_electrons * 3,))
   pos = x.reshape(-1, 3)
   pos = pos.at[3].set(pos[0])  # β electron 3 on α electron 0
@@ -272,7 +285,8 @@ def test_psiformer_has_the_antiparallel_cusp():
 def test_parameter_layout_of_the_options():
   """What each option adds: pair weights in the last layer, separate same/opposite
   pair weights, the bottleneck's mixing, the Jastrow's two α."""
-  net, params = _network(**NETWORKS['ferminet options'][1])
+  net, _ = _named('ferminet options')
+  params = jax.eval_shape(net.init, jax.random.PRNGKey(0))
   assert 'double' in params['layers'][-1]
   assert isinstance(params['layers'][0]['double'], list) and len(params['layers'][0]['double']) == 2
   assert params['envelope'][0]['w'].shape == (3, 2 * LIH.n_electrons)

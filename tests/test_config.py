@@ -100,7 +100,7 @@ def test_bad_values_raise(key, value, match):
 @pytest.mark.parametrize(
   'settings, match',
   [
-    ({'envelope_type': 'sto', 'bias_orbitals': True}, "'sto' .* bias_orbitals"),
+    ({'envelope_type': 'sto', 'bias_orbitals': True}, "'sto'.*bias_orbitals"),
     ({'network_type': 'psiformer', 'envelope_type': 'sto'}, 'pre-determinant'),
     ({'network_type': 'psiformer', 'psiformer.num_heads': 0}, 'num_heads'),
   ],

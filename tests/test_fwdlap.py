@@ -30,9 +30,11 @@ def _both(system, cfg, seed=0):
 @pytest.mark.parametrize(
   'molecule, overrides',
   [
-    # LiH (diagonal envelope) and N2 (isotropic, full_det) are in test_hamiltonian.
+    # LiH (diagonal envelope) and N2 (isotropic, full_det; slow) are in test_hamiltonian.
     ('LiH', {'bias_orbitals': True, 'hidden_dims': ((8, 4), (8, 4), (6, 4))}),
-    ('NH3', {'envelope_type': 'full', 'full_det': False}),
+    pytest.param(  # the full envelope's stack: test_ansatze.py::test_envelope_product
+      'NH3', {'envelope_type': 'full', 'full_det': False}, marks=pytest.mark.slow
+    ),
     # DeepMind's layers: residuals (h + tanh z)/sqrt(2), r_ii = 0 (0/0 on the diagonal).
     ('LiH', {'reference_layers': True, 'hidden_dims': ((8, 4), (8, 4), (8, 4))}),
   ],

@@ -122,7 +122,10 @@ def n2_sampled():
   return system, params, walkers
 
 
-@pytest.mark.parametrize('dtype', [pytest.param(jnp.float32, marks=pytest.mark.slow), jnp.float64])
+# Both slow (28 s in float64): the default run checks forward = Hessian on tiny networks of
+# every option (test_fwdlap.py, test_ansatze.py); this is the check at a realistic size.
+@pytest.mark.slow
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.float64])
 def test_forward_matches_hessian_at_n2_size(n2_sampled, dtype):
   """Local energies of 14 electrons: forward and folx equal hessian, in float32 and float64.
 

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ferminet import config as config_lib
 from ferminet import system as system_lib
 from ferminet.config import NETWORK_TYPES
 from ferminet.networks import ferminet as ferminet_lib
@@ -126,33 +127,7 @@ def make(
   )
 
 
-def describe(cfg: ml_collections.ConfigDict) -> str:
-  """One line naming the ansatz and its options, e.g. for the log and the summary."""
-  network_type = cfg.get('network_type', 'ferminet')
-  if network_type == 'psiformer':
-    p = cfg.psiformer
-    body = (
-      f'psiformer ({p.num_layers} layers, {p.num_heads} heads of {p.heads_dim}, '
-      f'MLP {tuple(p.mlp_hidden_dims)}{", layer norm" if p.use_layer_norm else ""})'
-    )
-    full_det = True
-  else:
-    f = cfg.ferminet
-    extra = [name for name in ('use_last_layer', 'separate_spin_channels') if f.get(name)]
-    layers = ', '.join(f'({a}, {b})' for a, b in f.hidden_dims)
-    body = f'ferminet (layers {layers}{"".join(", " + e for e in extra)})'
-    full_det = bool(cfg.full_det)
-  jastrow = cfg.get('jastrow', 'default')
-  if jastrow == 'default':
-    jastrow = 'simple_ee' if network_type == 'psiformer' else 'none'
-  envelope = cfg.envelope_type
-  if envelope == 'bottleneck':
-    envelope += f' ({cfg.num_envelopes})'
-  return (
-    f'{body}; {cfg.determinants} determinants{" (full)" if full_det else ""}; '
-    f'envelope {envelope}; jastrow {jastrow}'
-    + ('; rescaled inputs' if cfg.get('rescale_inputs') else '')
-  )
+describe = config_lib.describe_network  # one line naming the ansatz and its options
 
 
 def widest_feature(cfg: ml_collections.ConfigDict, system: system_lib.System) -> int:
