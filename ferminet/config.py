@@ -47,6 +47,13 @@ NETWORK_TYPES = ('ferminet', 'psiformer')
 # 'default': none for the FermiNet, simple_ee for the Psiformer (as the reference)
 JASTROWS = ('default', 'none', 'simple_ee')
 HF_METHODS = ('auto', 'rhf', 'uhf', 'rohf')
+# The reference's envelope makers (network.make_envelope_fn) that resolve() replaces by our
+# network.envelope_type; the bottleneck's make_envelope_kwargs {'nenv': k} becomes
+# network.num_envelopes.
+REFERENCE_ENVELOPE_FNS = {
+  f'ferminet.envelopes.make_{kind}_envelope': kind
+  for kind in ('isotropic', 'diagonal', 'full', 'null', 'bottleneck', 'sto')
+}
 # XLA CPU options the ``ferminet`` command adds to XLA_FLAGS (debug.cpu_xla_flags) unless
 # XLA_FLAGS already names them. YNNPACK fusions off: jaxlib 0.10's CPU default fuses dots
 # through YNNPACK, which made the forward Laplacian ~1.5x slower (see README, Speed).
@@ -801,6 +808,30 @@ def describe_network(net: Any) -> str:
   )
 
 
+def _translate_envelope_fn(cfg: ml_collections.ConfigDict) -> None:
+  """A reference ``network.make_envelope_fn`` of REFERENCE_ENVELOPE_FNS as our
+  ``network.envelope_type`` (other values stay, and are refused by check())."""
+  net = cfg.network
+  kind = REFERENCE_ENVELOPE_FNS.get(net.make_envelope_fn)
+  if kind is None:
+    return
+  kwargs = dict(net.make_envelope_kwargs or {})
+  unknown = sorted(set(kwargs) - ({'nenv'} if kind == 'bottleneck' else set()))
+  if unknown:
+    raise errors.ConfigError(
+      f'network.make_envelope_kwargs {unknown} are not supported with '
+      f'{net.make_envelope_fn} (it becomes network.envelope_type {kind!r}'
+      + (", whose size is 'nenv'" if kind == 'bottleneck' else '')
+      + ')'
+    )
+  with cfg.unlocked():
+    net.envelope_type = kind
+    if kind == 'bottleneck':
+      net.num_envelopes = int(kwargs.get('nenv', 16))  # the reference's default nenv
+    net.make_envelope_fn = ''
+    net.make_envelope_kwargs = {}
+
+
 def _check_network(net: ml_collections.ConfigDict) -> None:
   """Combinations of network settings that cannot be built."""
   if net.num_envelopes < 1:
@@ -979,6 +1010,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     errors.FermiNetError: on any inconsistency, with a one-line message.
   """
   cfg = apply_set_molecule(cfg)
+  _translate_envelope_fn(cfg)
   check(cfg)
   system = build_system(cfg)
   mol = cfg.system.pyscf_mol

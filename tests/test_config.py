@@ -114,6 +114,22 @@ def test_network_combinations_that_cannot_be_built(settings, match):
     config_lib.resolve(cfg)
 
 
+def test_reference_envelope_fn_becomes_the_envelope_type():
+  """The reference's network.make_envelope_fn/_kwargs select the same envelope here."""
+  cfg = _load(ROOT / 'configs' / 'atom.py')
+  cfg.network.make_envelope_fn = 'ferminet.envelopes.make_bottleneck_envelope'
+  cfg.network.make_envelope_kwargs = {'nenv': 32}
+  net = config_lib.resolve(cfg).network
+  assert (net.envelope_type, net.num_envelopes, net.make_envelope_fn) == ('bottleneck', 32, '')
+  cfg = _load(ROOT / 'configs' / 'atom.py')
+  cfg.network.make_envelope_fn = 'ferminet.envelopes.make_full_envelope'
+  assert config_lib.resolve(cfg).network.envelope_type == 'full'
+  cfg = _load(ROOT / 'configs' / 'atom.py')
+  cfg.network.make_envelope_fn = 'ferminet.envelopes.make_sto_poly_envelope'
+  with pytest.raises(errors.ConfigError, match='network.make_envelope_fn'):
+    config_lib.resolve(cfg)
+
+
 def _cli(*args):
   return subprocess.run(
     [sys.executable, str(ROOT / 'bin' / 'ferminet'), *args],

@@ -127,8 +127,9 @@ def test_warm_start_at_a_stretched_bond(source, tmp_path, capsys):
   warm = train.train(h2_config(warm_path, 1.5, ITERATIONS, **{'log.init_from': str(path)}))
   out = capsys.readouterr().out
   ckpt = path / f'ckpt_{SOURCE_ITERATIONS:08d}_final.pkl'
-  first = out.splitlines()[0]
-  assert first == f'warm start from {ckpt} (step {SOURCE_ITERATIONS}, geometry of H2)'
+  lines = out.splitlines()
+  assert lines[0].startswith('ansatz: ferminet (layers (8, 4), (8, 4))'), lines[0]
+  assert lines[1] == f'warm start from {ckpt} (step {SOURCE_ITERATIONS}, geometry of H2)'
   assert 'pretraining skipped' in out and 'nuclei moved by up to 0.050 bohr' in out
   assert 'Hartree-Fock' not in out  # no pretraining
   steps = [
