@@ -777,6 +777,14 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   _check_network(cfg.network)
 
 
+def jastrow_of(network_type: str, jastrow: str) -> str:
+  """``network.jastrow`` with 'default' resolved: none for the FermiNet, simple_ee for the
+  Psiformer (as the reference)."""
+  if jastrow == 'default':
+    return 'simple_ee' if network_type == 'psiformer' else 'none'
+  return jastrow
+
+
 def describe_network(net: Any) -> str:
   """One line naming the ansatz and its options, from a ``network`` config section
   (a ConfigDict, or the dict of a run's config.json): for the log, ``--dry_run``, the
@@ -795,9 +803,7 @@ def describe_network(net: Any) -> str:
     layers = ', '.join(f'({a}, {b})' for a, b in f['hidden_dims'])
     body = f'ferminet (layers {layers}{"".join(", " + e for e in extra)})'
     full_det = bool(net['full_det'])
-  jastrow = net.get('jastrow', 'default')
-  if jastrow == 'default':
-    jastrow = 'simple_ee' if network_type == 'psiformer' else 'none'
+  jastrow = jastrow_of(network_type, net['jastrow'])
   envelope = net['envelope_type']
   if envelope == 'bottleneck':
     envelope += f' ({net["num_envelopes"]})'

@@ -316,16 +316,16 @@ _FLAGS = {
 def _unconverted_options(cfg: Any) -> list[str]:
   """Network settings whose parameters the converter does not map (yet)."""
   out = []
-  if cfg.get('network_type', 'ferminet') != 'ferminet':
+  if cfg.network_type != 'ferminet':
     out.append(f'network.network_type {cfg.network_type!r}')
   for key in ('use_last_layer', 'separate_spin_channels'):
     if cfg.ferminet.get(key):
       out.append(f'network.ferminet.{key}')
-  if cfg.get('jastrow', 'default') not in ('default', 'none'):
+  if cfg.jastrow not in ('default', 'none'):  # 'default' is none for the FermiNet
     out.append(f'network.jastrow {cfg.jastrow!r}')
   if cfg.envelope_type in ('null', 'bottleneck', 'sto'):
     out.append(f'network.envelope_type {cfg.envelope_type!r}')
-  if cfg.get('rescale_inputs'):  # the same parameters, but their values mean other inputs
+  if cfg.rescale_inputs:  # the same parameters, but their values mean other inputs
     out.append('network.rescale_inputs')
   return out
 

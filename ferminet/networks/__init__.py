@@ -42,7 +42,7 @@ from ferminet import system as system_lib
 from ferminet.config import NETWORK_TYPES
 from ferminet.networks import ferminet as ferminet_lib
 from ferminet.networks import ops, psiformer
-from ferminet.networks.ops import dense, logdet_sum, residual  # noqa: F401  (public helpers)
+from ferminet.networks.ops import dense, logdet_sum  # noqa: F401  (public helpers)
 
 Params = Any  # a pytree of arrays
 
@@ -78,7 +78,7 @@ def make(
     system: nuclei and electrons.
     dtype: parameter dtype; default float64 if jax_enable_x64 else float32.
   """
-  network_type = cfg.get('network_type', 'ferminet')
+  network_type = cfg.network_type
   if network_type not in _ARCHITECTURES:
     raise ValueError(f'unknown network_type {network_type!r}: one of {", ".join(NETWORK_TYPES)}')
   arch = _ARCHITECTURES[network_type].make(cfg, system, dtype)
@@ -133,12 +133,7 @@ describe = config_lib.describe_network  # one line naming the ansatz and its opt
 def widest_feature(cfg: ml_collections.ConfigDict, system: system_lib.System) -> int:
   """The widest per-electron vector of the network (with the electron count it sizes
   the per-walker Jacobians of a forward Laplacian)."""
-  return _ARCHITECTURES[cfg.get('network_type', 'ferminet')].widest_feature(cfg, system)
-
-
-def orbitals_per_channel(full_det: bool, spins: Any) -> list[int]:
-  """Orbitals per determinant of each spin channel: all electrons with ``full_det``."""
-  return ferminet_lib.orbitals_per_channel(full_det, tuple(spins))
+  return _ARCHITECTURES[cfg.network_type].widest_feature(cfg, system)
 
 
 def count_parameters(params: Params) -> int:

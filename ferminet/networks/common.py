@@ -40,8 +40,8 @@ def common(
     n=sum(spins),
     nuclei=np.asarray(system.coords),
     determinants=int(cfg.determinants),
-    envelope=envelopes_lib.make(cfg.envelope_type, int(cfg.get('num_envelopes', 16))),
-    jastrow=jastrow_lib.make(cfg.get('jastrow', 'default'), network_type, spins),
+    envelope=envelopes_lib.make(cfg.envelope_type, int(cfg.num_envelopes)),
+    jastrow=jastrow_lib.make(cfg.jastrow, network_type, spins),
     occupied=[k for k, s in enumerate(spins) if s],
     slices=ops.spin_slices(spins),
   )

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import kfac_jax
 
 from ferminet.config import ENVELOPES
+from ferminet.networks import ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,13 +49,7 @@ def _autodiff(apply):
   """Value, gradient and Laplacian of ``apply`` at each electron, by 3-d autodiff."""
 
   def derivatives(p, pos, centres):
-    def one(r):
-      fn = lambda y: apply(p, y[None], centres, False)[0]  # noqa: E731
-      jac = jax.jacfwd(fn)(r)  # (f, 3)
-      hess = jax.jacfwd(jax.jacfwd(fn))(r)
-      return fn(r), jac.T, jnp.trace(hess, axis1=-2, axis2=-1)
-
-    return jax.vmap(one)(pos)
+    return ops.local_derivatives(lambda r: apply(p, r[None], centres, False)[0], pos)
 
   return derivatives
 
@@ -199,7 +194,7 @@ _KINDS: dict[str, Callable[..., Envelope]] = {
 assert tuple(_KINDS) == ENVELOPES, 'config.ENVELOPES and the envelope registry disagree'
 
 
-def make(kind: str, num_envelopes: int = 16) -> Envelope:
+def make(kind: str, num_envelopes: int) -> Envelope:
   """The envelope ``kind`` (one of ``config.ENVELOPES``)."""
   if kind not in _KINDS:
     raise ValueError(f'unknown envelope {kind!r}: one of {", ".join(_KINDS)}')

@@ -58,9 +58,9 @@ def make(
   opts = cfg.ferminet
   hidden = [tuple(int(d) for d in layer) for layer in opts.hidden_dims]
   as_reference = bool(opts.get('reference_layers', False))
-  rescale = bool(cfg.get('rescale_inputs', False))
-  last_layer = bool(opts.get('use_last_layer', False))
-  separate = bool(opts.get('separate_spin_channels', False))
+  rescale = bool(cfg.rescale_inputs)
+  last_layer = bool(opts.use_last_layer)
+  separate = bool(opts.separate_spin_channels)
   n_orb = orbitals_per_channel(full_det, spins)
   same = ops.same_spin(spins)
 
@@ -132,7 +132,7 @@ def widest_feature(cfg: ml_collections.ConfigDict, system: system_lib.System) ->
   n_orb = orbitals_per_channel(bool(cfg.full_det), spins)
   layers = [tuple(int(d) for d in layer) for layer in cfg.ferminet.hidden_dims]
   widths = [w for w, _ in layers] + [int(cfg.determinants) * max(n_orb)]
-  if cfg.ferminet.get('use_last_layer', False):
+  if cfg.ferminet.use_last_layer:
     k = sum(1 for s in spins if s)
     widths.append((k + 1) * layers[-1][0] + k * layers[-1][1])
   return max(widths)

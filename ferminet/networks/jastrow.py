@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from ferminet.config import JASTROWS
+from ferminet.config import JASTROWS, jastrow_of
 from ferminet.networks import ops
 
 PAR_CUSP = 0.25
@@ -48,8 +48,7 @@ assert set(_KINDS) | {'default', 'none'} == set(JASTROWS)
 
 
 def make(kind: str, network_type: str, spins: Sequence[int]) -> Jastrow | None:
-  """The Jastrow ``kind`` for ``network_type``: 'default' is none for the FermiNet and
-  simple_ee for the Psiformer (as the reference); None for no Jastrow factor."""
-  if kind == 'default':
-    kind = 'simple_ee' if network_type == 'psiformer' else 'none'
+  """The Jastrow ``kind`` for ``network_type`` (``config.jastrow_of`` resolves 'default');
+  None for no Jastrow factor."""
+  kind = jastrow_of(network_type, kind)
   return None if kind == 'none' else _KINDS[kind](spins)

@@ -147,6 +147,12 @@ def _pair_geometry(pos: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return ee, r, (1.0 - eye)[..., None]
 
 
+def _pair_values(fn: VectorFn, ee, r, off, zero_self: bool) -> jax.Array:
+  """fn(r_i - r_j, r_ij) of every pair, (n, n, f); the self pair 0 with ``zero_self``."""
+  out = fn(ee, r)
+  return out * off if zero_self else out
+
+
 def _split_dense(
   p: dict, h_one: jax.Array, means: list[jax.Array], pair_means: list[jax.Array]
 ) -> jax.Array:
@@ -188,8 +194,6 @@ class Values:
   ``tag``: register every dense layer (and the isotropic envelope) with kfac-jax.
   """
 
-  laplacian = False
-
   def __init__(self, spins: Sequence[int], tag: bool = False):
     self.spins = tuple(int(s) for s in spins)
     self.tag = tag
@@ -202,9 +206,7 @@ class Values:
   def pairs(self, fn: VectorFn, pos: jax.Array, zero_self: bool) -> jax.Array:
     """fn(r_i - r_j, r_ij) of every pair, (n, n, f); the self pair fn(0, sqrt(3)), or 0
     with ``zero_self`` (DeepMind's FermiNet)."""
-    ee, r, off = _pair_geometry(pos)
-    out = fn(ee, r)
-    return out * off if zero_self else out
+    return _pair_values(fn, *_pair_geometry(pos), zero_self)
 
   def pair_sum(self, fn: Callable[[jax.Array], jax.Array], pos: jax.Array) -> jax.Array:
     """Σ_{i<j} fn(r_ij) for fn elementwise on the (n, n) distances (scalar)."""
@@ -285,7 +287,7 @@ class Values:
 # --- forward-Laplacian stacks ------------------------------------------------------
 
 
-def _local_derivatives(
+def local_derivatives(
   fn: Callable[[jax.Array], jax.Array], points: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Value (m, f), gradient (m, 3, f) and Laplacian (m, f) of fn: (3,) -> (f,) at points (m, 3)."""
@@ -312,25 +314,6 @@ def stack(value: jax.Array, jac: jax.Array, lap: jax.Array, axis: int) -> jax.Ar
   return jnp.concatenate([jnp.expand_dims(value, axis), jac, jnp.expand_dims(lap, axis)], axis=axis)
 
 
-def _tanh(z: jax.Array, axis: int, multiplicity: float) -> jax.Array:
-  """tanh of a stack z whose rows run along ``axis``: value, Jacobian rows, Laplacian.
-
-  ∇² tanh(z) = tanh'(z) ∇²z + tanh''(z) |∇z|², with |∇z|² the sum of the squared
-  Jacobian rows times ``multiplicity`` (2 for a pair stack, whose rows stand
-  for the derivatives with respect to both electrons).
-  """
-  n_rows = z.shape[axis]
-  value = jax.lax.index_in_dim(z, 0, axis, keepdims=False)
-  jac = jax.lax.slice_in_dim(z, 1, n_rows - 1, axis=axis)
-  lap = jax.lax.index_in_dim(z, n_rows - 1, axis, keepdims=False)
-  t = jnp.tanh(value)
-  d1 = 1.0 - t * t
-  d2 = -2.0 * t * d1
-  new_lap = d1 * lap + d2 * (multiplicity * jnp.sum(jac * jac, axis=axis))
-  t, d1, new_lap = (jnp.expand_dims(a, axis) for a in (t, d1, new_lap))
-  return jnp.concatenate([t, d1 * jac, new_lap], axis=axis)
-
-
 def _split(z: jax.Array, axis: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Value, Jacobian rows and Laplacian of a stack whose rows run along ``axis``."""
   n_rows = z.shape[axis]
@@ -339,13 +322,36 @@ def _split(z: jax.Array, axis: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   return value, jac, jax.lax.index_in_dim(z, n_rows - 1, axis, keepdims=False)
 
 
-def _apply(z: jax.Array, axis: int, f, d1, d2) -> jax.Array:
-  """f of a stack elementwise, f' = d1 and f'' = d2 of the value:
-  ∇f(z) = f'(z) ∇z, ∇²f(z) = f'(z) ∇²z + f''(z) |∇z|²."""
+def _apply(z: jax.Array, axis: int, derivatives, multiplicity: float = 1.0) -> jax.Array:
+  """f of a stack elementwise, ``derivatives(value) -> (f, f', f'')`` evaluated once:
+  ∇f(z) = f'(z) ∇z, ∇²f(z) = f'(z) ∇²z + f''(z) |∇z|², with |∇z|² the sum of the
+  squared Jacobian rows times ``multiplicity`` (2 for a pair stack, whose rows stand for
+  the derivatives with respect to both electrons)."""
   value, jac, lap = _split(z, axis)
-  g1, g2 = d1(value), d2(value)
-  new_lap = g1 * lap + g2 * jnp.sum(jac * jac, axis=axis)
-  return stack(f(value), jnp.expand_dims(g1, axis) * jac, new_lap, axis)
+  f, g1, g2 = derivatives(value)
+  new_lap = g1 * lap + g2 * (multiplicity * jnp.sum(jac * jac, axis=axis))
+  return stack(f, jnp.expand_dims(g1, axis) * jac, new_lap, axis)
+
+
+def _tanh_derivatives(v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  t = jnp.tanh(v)
+  d1 = 1.0 - t * t
+  return t, d1, -2.0 * t * d1
+
+
+def _exp_derivatives(v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  e = jnp.exp(v)
+  return e, e, e
+
+
+def _log_derivatives(v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  inv = 1.0 / v
+  return jnp.log(v), inv, -inv * inv
+
+
+def _rsqrt_derivatives(v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  r = jax.lax.rsqrt(v)
+  return r, -0.5 * r / v, 0.75 * r / (v * v)
 
 
 def _mul(a: jax.Array, b: jax.Array, axis: int) -> jax.Array:
@@ -414,9 +420,6 @@ def _log_det(orbitals: jax.Array) -> tuple[jax.Array, ...]:
   return sign, logdet, grad, lap
 
 
-_EXP = (jnp.exp, jnp.exp, jnp.exp)
-
-
 def _value_row(n_rows: int, dtype) -> jax.Array:
   """(R, 1): 1 in the value row, 0 in the derivative rows: c · this is a constant stack."""
   return jnp.zeros((n_rows, 1), dtype).at[0].set(1.0)
@@ -424,9 +427,6 @@ def _value_row(n_rows: int, dtype) -> jax.Array:
 
 class Stacks:
   """Forward-Laplacian stacks; :meth:`log_psi` gives (∇² log|ψ|, ∇ log|ψ| (3N,))."""
-
-  laplacian = True
-  tag = False
 
   def __init__(self, spins: Sequence[int]):
     self.spins = tuple(int(s) for s in spins)
@@ -442,14 +442,14 @@ class Stacks:
       d = r[None] - centres
       return fn(d, jnp.linalg.norm(d, axis=-1, keepdims=True))
 
-    return self._own(*_local_derivatives(of_position, pos))
+    return self._own(*local_derivatives(of_position, pos))
 
   def pairs(self, fn: VectorFn, pos: jax.Array, zero_self: bool) -> jax.Array:
     ee, r, off = _pair_geometry(pos)
-    value = fn(ee, r) * off if zero_self else fn(ee, r)
+    value = _pair_values(fn, ee, r, off, zero_self)
     eye = 1.0 - off  # derivatives at a shifted self pair, then masked (h_ii is constant)
     safe = (ee + eye).reshape(-1, 3)
-    _, grad, lap = _local_derivatives(lambda d: fn(d, jnp.linalg.norm(d, keepdims=True)), safe)
+    _, grad, lap = local_derivatives(lambda d: fn(d, jnp.linalg.norm(d, keepdims=True)), safe)
     n = self.n
     grad = grad.reshape(n, n, 3, -1) * off[..., None]
     lap = 2.0 * lap.reshape(n, n, -1) * off  # ∇²_i + ∇²_j of a function of r_i - r_j
@@ -473,7 +473,7 @@ class Stacks:
     return y.at[..., 0, :].add(p['b']) if 'b' in p else y  # the bias moves the value only
 
   def tanh(self, z: jax.Array, pair: bool = False) -> jax.Array:
-    return _tanh(z, z.ndim - 2, 2.0 if pair else 1.0)
+    return _apply(z, z.ndim - 2, _tanh_derivatives, 2.0 if pair else 1.0)
 
   def one_electron_layer(self, p: dict, one: jax.Array, two: jax.Array | None) -> jax.Array:
     """Pre-activation stack of the one-electron layer (:func:`_split_dense`, differentiated)."""
@@ -556,20 +556,14 @@ class Stacks:
     logits = _bilinear('ihd,jhd->ijh', q, k, (1, 1, 2)) / np.sqrt(q.shape[-1])  # (i, j, R, h)
     shift = jax.lax.stop_gradient(jnp.max(logits[:, :, 0], axis=1))[:, None, None]  # (i, 1, 1, h)
     shifted = logits - shift * _value_row(logits.shape[2], logits.dtype)  # a constant shift
-    e = _apply(shifted, 2, *_EXP)
-    lse = _apply(jnp.sum(e, axis=1), 1, jnp.log, lambda t: 1.0 / t, lambda t: -1.0 / (t * t))
-    weights = _apply(shifted - lse[:, None], 2, *_EXP)  # softmax over j
+    e = _apply(shifted, 2, _exp_derivatives)
+    lse = _apply(jnp.sum(e, axis=1), 1, _log_derivatives)
+    weights = _apply(shifted - lse[:, None], 2, _exp_derivatives)  # softmax over j
     return _bilinear('ijh,jhd->ihd', weights, v, (2, 1, 1))
 
   def layer_norm(self, p: dict, x: jax.Array, eps: float) -> jax.Array:
     centred = x - jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(_mul(centred, centred, 1), axis=-1, keepdims=True)
-    inv = _apply(
-      var + eps * _value_row(var.shape[1], var.dtype),
-      1,
-      jax.lax.rsqrt,
-      lambda t: -0.5 * t**-1.5,
-      lambda t: 0.75 * t**-2.5,
-    )
+    inv = _apply(var + eps * _value_row(var.shape[1], var.dtype), 1, _rsqrt_derivatives)
     y = _mul(centred, inv, 1) * p['scale']
     return y.at[:, 0].add(p['offset'])  # the offset moves the value only

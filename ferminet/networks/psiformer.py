@@ -56,7 +56,7 @@ def make(
   mlp_dims = tuple(int(d) for d in opts.mlp_hidden_dims)
   layer_norm = bool(opts.use_layer_norm)
   width = n_heads * d_head
-  rescale = bool(cfg.get('rescale_inputs', False))
+  rescale = bool(cfg.rescale_inputs)
   if envelope.pre_orbital:
     raise ValueError(f'the Psiformer takes pre-determinant envelopes, not {cfg.envelope_type!r}')
   spin_feature = np.repeat(np.array([1.0, -1.0]), spins)[:, None]
